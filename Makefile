@@ -1,0 +1,43 @@
+# Every target creates the virtualenv it needs and installs everything itself.
+PYTHON ?= python3
+VENV ?= .venv
+# Django 6 needs Python 3.12+: a second virtualenv runs the suite there too.
+PYTHON6 ?= $(shell scripts/find-python 3.12)
+VENV6 ?= .venv-django6
+PORT ?= 8000
+
+.PHONY: test test-fast lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[otel,test,bench]' 'Django>=5.2,<6'
+	touch $@
+
+$(VENV6)/.installed: pyproject.toml
+	$(PYTHON6) -m venv $(VENV6)
+	$(VENV6)/bin/python -m pip install -q --upgrade pip
+	$(VENV6)/bin/python -m pip install -q -e '.[otel,test]' 'Django>=6,<7'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The whole suite on Django 5.2, then again on Django 6 (Python 3.12+).
+test: $(VENV)/.installed $(VENV6)/.installed
+	bash scripts/install-system-deps
+	$(MAKE) lint
+	$(VENV)/bin/python -m pytest
+	$(VENV6)/bin/python -m pytest
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python -m example.demo --port $(PORT)
+
+bench: $(VENV)/.installed
+	bash scripts/install-system-deps
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(VENV6) build dist *.egg-info

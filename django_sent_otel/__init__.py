@@ -1,0 +1,44 @@
+"""django-sent-otel: know when a Django response was really delivered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .delivery import Delivery
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "on_delivered"]
+
+TRACKER_ATTR = "_sent_otel_tracker"
+_warned_untracked = False
+
+
+def on_delivered(request: Any, callback: Callable[[Delivery], object]) -> bool:
+    """Run ``callback(delivery)`` after this request's response was delivered (or failed).
+
+    Callbacks run in registration order, once delivery ended; an exception in one is logged
+    with its traceback and never reaches the server or the client. Returns False (and logs a
+    warning once) when the request is not tracked (plugin disabled, excluded path, middleware
+    missing) or its delivery already ended: the callback will then not run.
+    """
+    global _warned_untracked
+    if not callable(callback):
+        raise TypeError(f"on_delivered() needs a callable, got {type(callback).__name__}")
+    tracker = getattr(request, TRACKER_ATTR, None)
+    if tracker is None or tracker.done:
+        if not _warned_untracked:
+            _warned_untracked = True
+            logging.getLogger("django_sent_otel").warning(
+                "django-sent-otel: on_delivered() called for a request that is not tracked "
+                "(disabled, excluded path, DeliveryMiddleware missing, or delivery already "
+                "ended); the callback will not run"
+            )
+        return False
+    if tracker.callbacks is None:
+        tracker.callbacks = [callback]
+    else:
+        tracker.callbacks.append(callback)
+    return True

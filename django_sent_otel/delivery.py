@@ -1,0 +1,233 @@
+"""The delivery core: one state machine per response, deciding its outcome exactly once.
+
+Adapters (the Django middleware, the ASGI wrapper) tell a :class:`Tracker` what they observe;
+the tracker turns that into one immutable :class:`Delivery` and hands it to the sinks (metrics,
+tracing, signal and callbacks) in a fixed order. Nothing here imports Django.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any, Final, Protocol
+
+logger = logging.getLogger("django_sent_otel")
+
+DELIVERED: Final = "delivered"
+CLIENT_DISCONNECT: Final = "client_disconnect"
+STREAM_ERROR: Final = "stream_error"
+REASONS: Final = (CLIENT_DISCONNECT, STREAM_ERROR)
+UNMATCHED: Final = "unmatched"
+
+METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+_DISCONNECT_ERRNOS: Final = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ESHUTDOWN, errno.ENOTCONN}
+)
+# Servers' own "the client went away" exceptions, matched by name so no server is imported:
+# waitress raises ClientDisconnected, Starlette-style stacks ClientDisconnect.
+_DISCONNECT_NAMES: Final = frozenset({"ClientDisconnected", "ClientDisconnect"})
+
+
+def normalize_method(method: str | None) -> str:
+    """The request method if it is a standard one, else ``"other"`` (a bounded label)."""
+    if method in METHODS:
+        return method  # type: ignore[return-value]
+    return "other"
+
+
+def is_bodiless(method: str, status_code: int) -> bool:
+    """HEAD requests and 1xx/204/304 responses carry no body: delivered with the headers."""
+    return method == "HEAD" or status_code in (204, 304) or 100 <= status_code < 200
+
+
+def is_disconnect(exc: BaseException | None) -> bool:
+    """Whether an exception means the client went away (rather than a failing body)."""
+    if exc is None:
+        return False
+    if isinstance(exc, (ConnectionError, asyncio.CancelledError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _DISCONNECT_ERRNOS:
+        return True
+    return any(cls.__name__ in _DISCONNECT_NAMES for cls in type(exc).__mro__)
+
+
+def classify(exc: BaseException | None) -> str | None:
+    """Failure reason for an exception in flight at the end of delivery (None: no exception)."""
+    if exc is None:
+        return None
+    return CLIENT_DISCONNECT if is_disconnect(exc) else STREAM_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What happened to one response. Immutable; given to sinks, receivers and callbacks.
+
+    ``outcome`` is ``"delivered"`` or the failure reason; ``reason`` is ``None`` when delivered.
+    ``duration`` runs from request start, ``send_duration`` from the moment the handler returned
+    the response, both to the end of delivery, in seconds.
+    """
+
+    outcome: str
+    reason: str | None
+    method: str
+    route: str
+    status_code: int
+    bytes_sent: int
+    duration: float
+    send_duration: float
+
+    @property
+    def delivered(self) -> bool:
+        return self.reason is None
+
+
+class Sink(Protocol):
+    """Consumes the two events of a tracked response, in a fixed order with other sinks."""
+
+    def handler_returned(self, tracker: Tracker) -> None: ...
+
+    def finished(self, tracker: Tracker, delivery: Delivery) -> None: ...
+
+
+_failed_sinks: set[str] = set()
+
+
+def _sink_failed(sink: object, event: str) -> None:
+    """Log a sink's exception with its traceback once per sink and event, never raise."""
+    key = f"{type(sink).__qualname__}.{event}"
+    if key in _failed_sinks:
+        logger.debug("django-sent-otel: %s failed again", key, exc_info=True)
+        return
+    _failed_sinks.add(key)
+    logger.exception("django-sent-otel: %s failed; the response is not affected", key)
+
+
+class Tracker:
+    """The state of one tracked response, from request start to exactly one outcome.
+
+    Adapters call :meth:`handler_returned` when the response leaves the handler,
+    :meth:`add_bytes` as the body is handed over, and :meth:`finish` when delivery ends.
+    The first :meth:`finish` decides; later calls are no-ops. The tracker holds the request
+    and response only until it finishes, so it never keeps a reference cycle alive.
+    """
+
+    __slots__ = (
+        "_open",
+        "bytes_sent",
+        "callbacks",
+        "exhausted",
+        "method",
+        "request",
+        "response",
+        "returned_at",
+        "route",
+        "sinks",
+        "span",
+        "started_at",
+        "status_code",
+        "stream_failed",
+        "wrapped",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        sinks: Sequence[Sink],
+        *,
+        started_at: float | None = None,
+        request: Any = None,
+    ) -> None:
+        self.method = normalize_method(method)
+        self.sinks = sinks
+        self.started_at = perf_counter() if started_at is None else started_at
+        self.request = request
+        self.response: Any = None
+        self.route = UNMATCHED
+        self.status_code = 0
+        self.bytes_sent = 0
+        self.returned_at: float | None = None
+        self.span: Any = None
+        self.wrapped = False
+        self.exhausted = False
+        self.stream_failed = False
+        self.callbacks: list[Callable[[Delivery], object]] | None = None
+        # A one-element list: ``pop()`` is atomic, so two threads can never both finish.
+        self._open = [True]
+
+    @property
+    def done(self) -> bool:
+        return not self._open
+
+    def handler_returned(
+        self,
+        *,
+        route: str | None,
+        status_code: int,
+        response: Any = None,
+        at: float | None = None,
+    ) -> None:
+        """The handler returned its response: the send phase starts now."""
+        if not self._open or self.returned_at is not None:
+            return  # a late response after the outcome was decided, or a second call
+        self.returned_at = perf_counter() if at is None else at
+        if route:
+            self.route = route
+        self.status_code = status_code
+        self.response = response
+        for sink in self.sinks:
+            try:
+                sink.handler_returned(self)
+            except Exception:
+                _sink_failed(sink, "handler_returned")
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes_sent += count
+
+    def discard(self) -> None:
+        """Stop tracking without an outcome (an excluded path found after the fact)."""
+        if self._open and self.returned_at is None:
+            self._open.clear()
+            self.request = self.response = None
+
+    def finish(self, reason: str | None = None, *, at: float | None = None) -> Delivery | None:
+        """Decide the outcome (``reason`` None means delivered) unless already decided."""
+        try:
+            self._open.pop()
+        except IndexError:
+            return None
+        end = perf_counter() if at is None else at
+        returned = self.returned_at
+        delivery = Delivery(
+            outcome=reason or DELIVERED,
+            reason=reason,
+            method=self.method,
+            route=self.route,
+            status_code=self.status_code,
+            bytes_sent=self.bytes_sent,
+            duration=max(0.0, end - self.started_at),
+            send_duration=0.0 if returned is None else max(0.0, end - returned),
+        )
+        for sink in self.sinks:
+            try:
+                sink.finished(self, delivery)
+            except Exception:
+                _sink_failed(sink, "finished")
+        self.request = self.response = self.span = None
+        self.callbacks = None
+        return delivery
+
+
+def run_callbacks(callbacks: Sequence[Callable[[Delivery], object]], delivery: Delivery) -> None:
+    """Run user callbacks in order; an exception is logged with its traceback and swallowed."""
+    for callback in callbacks:
+        try:
+            callback(delivery)
+        except Exception:
+            logger.exception("django-sent-otel: on_delivered callback %r raised", callback)

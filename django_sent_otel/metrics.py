@@ -1,0 +1,187 @@
+"""Prometheus metrics, recorded once per tracked response from its :class:`Delivery`.
+
+Labelled children are bound once per label set and cached, so the hot path is a dict lookup
+plus prometheus_client's own increments. Labels are bounded: a fixed method set, the route
+template (or ``unmatched``), the status code and the failure reason.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from .conf import DEFAULT_BUCKETS
+from .delivery import Delivery, Tracker
+
+_Children = tuple[Any, Any, Any, Any]
+
+
+def multiprocess_dir() -> str | None:
+    """The prometheus_client multiprocess directory, when multiprocess mode is on."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class DeliveryMetrics:
+    """The six delivery metrics of one namespace, registered on one registry."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = REGISTRY,
+        namespace: str = "django",
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.registry = registry
+        self.namespace = namespace
+        self.buckets = tuple(buckets)
+        common: dict[str, Any] = {"namespace": namespace, "registry": registry}
+        self.delivered = Counter(
+            "http_responses_delivered",
+            "Responses whose whole body was handed to the server (delivered).",
+            ["method", "route", "status"],
+            **common,
+        )
+        self.failures = Counter(
+            "http_response_delivery_failures",
+            "Responses not fully delivered, by reason (client_disconnect, stream_error).",
+            ["method", "route", "status", "reason"],
+            **common,
+        )
+        self.duration = Histogram(
+            "http_delivery_duration_seconds",
+            "Time from request start until the response was delivered.",
+            ["method", "route"],
+            buckets=self.buckets,
+            **common,
+        )
+        self.send_duration = Histogram(
+            "http_send_duration_seconds",
+            "Time from the handler returning the response until it was delivered.",
+            ["method", "route"],
+            buckets=self.buckets,
+            **common,
+        )
+        self.sent_bytes = Counter(
+            "http_response_sent_bytes",
+            "Response body bytes handed to the server, failed deliveries included.",
+            ["method", "route"],
+            **common,
+        )
+        self.sending = Gauge(
+            "http_responses_sending",
+            "Responses between handler return and the end of their delivery.",
+            multiprocess_mode="livesum",
+            **common,
+        )
+        self._children: dict[tuple[str, str, int, str | None], _Children] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def collectors(self) -> tuple[Any, ...]:
+        return (
+            self.delivered,
+            self.failures,
+            self.duration,
+            self.send_duration,
+            self.sent_bytes,
+            self.sending,
+        )
+
+    def unregister(self) -> None:
+        if self.registry is not None:
+            for collector in self.collectors:
+                self.registry.unregister(collector)
+
+    def _bind(self, key: tuple[str, str, int, str | None]) -> _Children:
+        method, route, status_code, reason = key
+        status = str(status_code)
+        if reason is None:
+            outcome = self.delivered.labels(method, route, status)
+        else:
+            outcome = self.failures.labels(method, route, status, reason)
+        children = (
+            outcome,
+            self.duration.labels(method, route),
+            self.send_duration.labels(method, route),
+            self.sent_bytes.labels(method, route),
+        )
+        with self._lock:
+            self._children[key] = children
+        return children
+
+    def record(self, delivery: Delivery, exemplar: dict[str, str] | None = None) -> None:
+        """Count one finished delivery (histograms observe delivered responses only)."""
+        key = (delivery.method, delivery.route, delivery.status_code, delivery.reason)
+        children = self._children.get(key) or self._bind(key)
+        outcome, duration, send_duration, sent_bytes = children
+        if delivery.reason is None:
+            if exemplar:
+                outcome.inc(1, exemplar)
+                duration.observe(delivery.duration, exemplar)
+                send_duration.observe(delivery.send_duration, exemplar)
+            else:
+                outcome.inc()
+                duration.observe(delivery.duration)
+                send_duration.observe(delivery.send_duration)
+        else:
+            outcome.inc()
+        sent_bytes.inc(delivery.bytes_sent)
+
+
+_cache: dict[tuple[int, str], DeliveryMetrics] = {}
+_cache_lock = threading.Lock()
+
+
+def get_metrics(
+    registry: CollectorRegistry, namespace: str, buckets: Sequence[float]
+) -> DeliveryMetrics:
+    """The metrics for a registry and namespace, created once (reused when settings reload).
+
+    Building the same names twice on one registry would raise "Duplicated timeseries"; a
+    bucket change replaces the histograms' collectors instead.
+    """
+    key = (id(registry), namespace)
+    with _cache_lock:
+        metrics = _cache.get(key)
+        if metrics is not None and metrics.registry is registry:
+            if metrics.buckets == tuple(buckets):
+                return metrics
+            metrics.unregister()
+        metrics = DeliveryMetrics(registry=registry, namespace=namespace, buckets=buckets)
+        _cache[key] = metrics
+        return metrics
+
+
+def exemplar_for(tracker: Tracker) -> dict[str, str] | None:
+    """``trace_id``/``span_id`` of the tracker's sampled span, if it has one."""
+    span = tracker.span
+    if span is None:
+        return None
+    ctx = span.get_span_context()
+    if not ctx.trace_flags.sampled:
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+class MetricsSink:
+    """Updates the in-flight gauge and records each delivery."""
+
+    __slots__ = ("exemplars", "metrics")
+
+    def __init__(self, metrics: DeliveryMetrics, *, exemplars: bool = True) -> None:
+        self.metrics = metrics
+        # prometheus_client cannot store exemplars in multiprocess mode.
+        self.exemplars = exemplars and multiprocess_dir() is None
+
+    def handler_returned(self, tracker: Tracker) -> None:
+        self.metrics.sending.inc()
+
+    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+        if tracker.returned_at is not None:
+            self.metrics.sending.dec()
+        exemplar = exemplar_for(tracker) if self.exemplars and delivery.reason is None else None
+        self.metrics.record(delivery, exemplar)

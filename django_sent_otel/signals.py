@@ -1,0 +1,77 @@
+"""Run user code after delivery: the ``response_delivered`` signal and per-request callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.dispatch import Signal
+
+from .delivery import Delivery, Tracker, run_callbacks
+
+#: Sent once per tracked response after its delivery ended, delivered or not, with the
+#: keyword arguments ``request``, ``response`` (``None`` when no response was produced, or
+#: under the ASGI wrapper without the middleware) and ``delivery``. The sender is
+#: :class:`~django_sent_otel.delivery.Delivery`. Exceptions in receivers are logged by
+#: ``send_robust`` and never reach the server or the client.
+response_delivered = Signal()
+
+# Tasks of deliveries finished on an event loop, kept referenced until they complete.
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _run(
+    request: Any,
+    response: Any,
+    delivery: Delivery,
+    callbacks: Sequence[Callable[[Delivery], object]] | None,
+) -> None:
+    if response_delivered.receivers:
+        response_delivered.send_robust(
+            sender=Delivery, request=request, response=response, delivery=delivery
+        )
+    if callbacks:
+        run_callbacks(callbacks, delivery)
+
+
+async def _arun(
+    request: Any,
+    response: Any,
+    delivery: Delivery,
+    callbacks: Sequence[Callable[[Delivery], object]] | None,
+) -> None:
+    if response_delivered.receivers:
+        await response_delivered.asend_robust(
+            sender=Delivery, request=request, response=response, delivery=delivery
+        )
+    if callbacks:
+        await sync_to_async(run_callbacks, thread_sensitive=False)(callbacks, delivery)
+
+
+class SignalSink:
+    """Sends the signal and runs the request's callbacks after delivery.
+
+    On a thread without an event loop (WSGI, or close() under ASGI) they run right there, after
+    the server took the body. On an event loop (the ASGI wrapper) they run in a task so that a
+    slow receiver never blocks other connections; sync receivers and callbacks go to a thread.
+    """
+
+    __slots__ = ()
+
+    def handler_returned(self, tracker: Tracker) -> None:
+        return None
+
+    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+        callbacks = tracker.callbacks
+        if not callbacks and not response_delivered.receivers:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _run(tracker.request, tracker.response, delivery, callbacks)
+            return
+        task = loop.create_task(_arun(tracker.request, tracker.response, delivery, callbacks))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)

@@ -1,0 +1,105 @@
+"""``GET /metrics``: Prometheus exposition, text or OpenMetrics, optionally protected."""
+
+from __future__ import annotations
+
+import gzip
+import hmac
+import ipaddress
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+from .conf import conf
+from .metrics import multiprocess_dir
+from .middleware import UNTRACKED_ATTR
+from .pipeline import runtime
+
+logger = logging.getLogger("django_sent_otel")
+
+try:  # Django 5.1+: stay reachable when LoginRequiredMiddleware is on.
+    from django.contrib.auth.decorators import login_not_required
+except ImportError:  # pragma: no cover - Django < 5.1
+
+    def login_not_required(view: Any) -> Any:
+        return view
+
+
+def _registry() -> Any:
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    metrics = runtime().metrics
+    if metrics is not None and metrics.registry is not None:
+        return metrics.registry
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def _client_ip(request: HttpRequest) -> str:
+    header = conf.METRICS_CLIENT_IP_HEADER
+    if header:
+        forwarded = request.META.get(header)
+        if isinstance(forwarded, str) and forwarded.strip():
+            # The right-most entry is the one the trusted proxy appended.
+            return forwarded.split(",")[-1].strip()
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
+def _network_allowed(request: HttpRequest) -> bool:
+    networks = conf.METRICS_ALLOWED_NETWORKS
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(_client_ip(request))
+    except ValueError:
+        return False
+    for entry in networks:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except (TypeError, ValueError):
+            continue  # reported by the system check django_sent_otel.E008
+    return False
+
+
+def _token_ok(request: HttpRequest) -> bool:
+    token = conf.METRICS_TOKEN
+    if not token:
+        return True
+    scheme, _, given = str(request.META.get("HTTP_AUTHORIZATION", "")).partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), str(token).encode())
+
+
+@login_not_required
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Serve the metrics registry; never counted in its own metrics."""
+    setattr(request, UNTRACKED_ATTR, True)
+    if not _network_allowed(request):
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    if not _token_ok(request):
+        response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = _registry()
+    names = request.GET.getlist("name[]")
+    if names:
+        registry = registry.restricted_registry(names)
+    encoder, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
+    output = encoder(registry)
+    response = HttpResponse(output, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    response["Vary"] = "Accept, Accept-Encoding"
+    accept_encoding = request.META.get("HTTP_ACCEPT_ENCODING", "")
+    if "gzip" in accept_encoding:
+        response.content = gzip.compress(output)
+        response["Content-Encoding"] = "gzip"
+    return response
