@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .delivery import CLIENT_DISCONNECT, Tracker, classify, is_bodiless
-from .middleware import SCOPE_KEY
+from .middleware import SCOPE_KEY, route_before_response
 from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
@@ -46,6 +46,7 @@ class DeliveryASGIMiddleware:
         async def observed_receive() -> Message:
             message = await receive()
             if message.get("type") == "http.disconnect" and not tracker.done:
+                route_before_response(tracker)
                 tracker.finish(CLIENT_DISCONNECT)
             return message
 
@@ -74,10 +75,14 @@ class DeliveryASGIMiddleware:
         try:
             await self.app(scope, observed_receive, observed_send)
         except BaseException as exc:
-            tracker.finish(classify(exc))
+            if not tracker.done:
+                route_before_response(tracker)
+                tracker.finish(classify(exc))
             raise
-        # Returned without the final body message: the response was cut short.
-        tracker.finish(CLIENT_DISCONNECT)
+        if not tracker.done:
+            # Returned without the final body message: the response was cut short.
+            route_before_response(tracker)
+            tracker.finish(CLIENT_DISCONNECT)
 
 
 def _start(scope: Scope) -> Tracker | None:
@@ -99,4 +104,4 @@ def get_asgi_application() -> DeliveryASGIMiddleware:
     """Django's ASGI application wrapped for delivery tracking (a drop-in for asgi.py)."""
     from django.core.asgi import get_asgi_application as django_asgi_application
 
-    return DeliveryASGIMiddleware(django_asgi_application())
+    return DeliveryASGIMiddleware(django_asgi_application())  # type: ignore[arg-type]

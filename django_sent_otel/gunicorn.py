@@ -41,4 +41,4 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     if multiprocess_dir():
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -183,7 +183,7 @@ class DeliveryMiddleware:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
         except asyncio.CancelledError:
             # The client left while the view ran: Django sends nothing and closes nothing.
-            _set_route(request, tracker)
+            route_before_response(tracker)
             tracker.finish(CLIENT_DISCONNECT)
             raise
         _returned(request, response, tracker)
@@ -220,6 +220,19 @@ def _set_route(request: HttpRequest, tracker: Tracker) -> str | None:
     route = match.route or "/"
     tracker.route = route
     return route
+
+
+def route_before_response(tracker: Tracker) -> None:
+    """Take the route from the request when delivery ends before the handler returned.
+
+    URL resolution happens before the view runs, so a client that leaves while the view
+    still runs is counted under the view's route, not ``unmatched``.
+    """
+    request = tracker.request
+    if request is not None and tracker.returned_at is None:
+        match = getattr(request, "resolver_match", None)
+        if match is not None:
+            tracker.route = match.route or "/"
 
 
 def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker) -> None:

@@ -20,18 +20,17 @@ from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
 
-try:  # Django 5.1+: stay reachable when LoginRequiredMiddleware is on.
-    from django.contrib.auth.decorators import login_not_required
-except ImportError:  # pragma: no cover - Django < 5.1
 
-    def login_not_required(view: Any) -> Any:
-        return view
+# Stay reachable when Django's LoginRequiredMiddleware is on (the attribute it checks).
+def _login_not_required(view: Any) -> Any:
+    view.login_required = False
+    return view
 
 
 def _registry() -> Any:
     if multiprocess_dir():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     metrics = runtime().metrics
     if metrics is not None and metrics.registry is not None:
@@ -78,7 +77,7 @@ def _token_ok(request: HttpRequest) -> bool:
     return hmac.compare_digest(given.strip().encode(), str(token).encode())
 
 
-@login_not_required
+@_login_not_required
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the metrics registry; never counted in its own metrics."""

@@ -1,0 +1,207 @@
+"""The ASGI wrapper in process, driven through the ASGI protocol by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from django.core.handlers.asgi import ASGIHandler
+from prometheus_client import CollectorRegistry
+
+from django_sent_otel import signals
+from django_sent_otel.asgi import DeliveryASGIMiddleware, get_asgi_application
+from django_sent_otel.delivery import Delivery
+from django_sent_otel.signals import response_delivered
+from tests.conftest import sample
+
+pytestmark = pytest.mark.usefixtures("registry")
+
+
+@pytest.fixture
+def deliveries() -> Any:
+    seen: list[Delivery] = []
+
+    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
+        seen.append(delivery)
+
+    response_delivered.connect(receiver, weak=False)
+    yield seen
+    response_delivered.disconnect(receiver)
+
+
+def scope(path: str, method: str = "GET") -> dict[str, Any]:
+    path, _, query = path.partition("?")
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def serve(
+    app: Any,
+    path: str,
+    *,
+    method: str = "GET",
+    disconnect_after_bytes: int | None = None,
+    marker: Any = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Play a server: feed the request, collect messages, disconnect after some body bytes."""
+    sent: list[dict[str, Any]] = []
+    received = 0
+    gone = asyncio.Event()
+    done = asyncio.Event()
+    request_sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if disconnect_after_bytes is None:
+            await done.wait()
+        elif disconnect_after_bytes > 0:
+            await gone.wait()
+        elif marker is not None:  # leave once the view is running
+            for _ in range(1000):
+                if marker.exists():
+                    break
+                await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal received
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            received += len(message.get("body", b""))
+            if disconnect_after_bytes is not None and received >= disconnect_after_bytes:
+                gone.set()
+                await asyncio.sleep(0.05)
+            if not message.get("more_body", False):
+                done.set()
+
+    await asyncio.wait_for(app(scope(path, method), receive, send), 30)
+    await asyncio.sleep(0)
+    await asyncio.gather(*signals._pending)
+    return sent, received
+
+
+async def test_delivered_through_wrapper(
+    deliveries: list[Delivery], registry: CollectorRegistry
+) -> None:
+    app = get_asgi_application()
+    _sent, received = await serve(app, "/small/")
+    (d,) = deliveries
+    assert (d.outcome, d.route, d.status_code, d.bytes_sent) == (
+        "delivered",
+        "small/",
+        200,
+        received,
+    )
+    assert sample(registry, "django_http_responses_sending") == 0
+
+
+async def test_disconnect_mid_stream(deliveries: list[Delivery]) -> None:
+    app = get_asgi_application()
+    _, _received = await serve(app, "/astream/", disconnect_after_bytes=16384)
+    (d,) = deliveries
+    assert (d.outcome, d.route) == ("client_disconnect", "astream/")
+    assert 16384 <= d.bytes_sent < 200 * 65536
+
+
+async def test_disconnect_while_view_runs(deliveries: list[Delivery], tmp_path: Any) -> None:
+    app = get_asgi_application()
+    marker = tmp_path / "started"
+    sent, _ = await serve(app, f"/aslow/?marker={marker}", disconnect_after_bytes=0, marker=marker)
+    (d,) = deliveries
+    assert d.outcome == "client_disconnect"
+    assert d.route == "aslow/"
+    assert not any(m["type"] == "http.response.body" for m in sent)
+
+
+async def test_stream_error_escapes_unchanged(deliveries: list[Delivery]) -> None:
+    app = get_asgi_application()
+    # Django lets the body's exception escape the application; the wrapper re-raises it as is.
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        await serve(app, "/error-stream/")
+    await asyncio.gather(*signals._pending)
+    (d,) = deliveries
+    assert d.outcome == "stream_error"
+
+
+async def test_exception_escaping_app_is_reraised(deliveries: list[Delivery]) -> None:
+    class Boom(Exception):
+        pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        raise Boom
+
+    with pytest.raises(Boom):
+        await serve(DeliveryASGIMiddleware(app), "/x")
+    await asyncio.gather(*signals._pending)
+    (d,) = deliveries
+    assert (d.outcome, d.route, d.bytes_sent) == ("stream_error", "unmatched", 1)
+
+
+async def test_app_returning_without_final_body(deliveries: list[Delivery]) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+
+    await serve(DeliveryASGIMiddleware(app), "/x")
+    (d,) = deliveries
+    assert (d.outcome, d.bytes_sent) == ("client_disconnect", 7)
+
+
+async def test_disconnect_after_completion_is_not_a_failure(deliveries: list[Delivery]) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        assert (await receive())["type"] == "http.disconnect"
+
+    await serve(DeliveryASGIMiddleware(app), "/x")
+    (d,) = deliveries
+    assert d.outcome == "delivered"
+
+
+async def test_head_is_delivered_with_headers(deliveries: list[Delivery]) -> None:
+    await serve(get_asgi_application(), "/stream/", method="HEAD")
+    (d,) = deliveries
+    assert (d.method, d.outcome) == ("HEAD", "delivered")
+
+
+async def test_excluded_and_metrics_paths_untracked(deliveries: list[Delivery]) -> None:
+    sent, _ = await serve(get_asgi_application(), "/metrics")
+    assert sent[0]["status"] == 200
+    assert deliveries == []
+
+
+async def test_lifespan_and_websocket_pass_through() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    wrapped = DeliveryASGIMiddleware(app)
+    await wrapped({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    await wrapped({"type": "websocket", "path": "/ws"}, None, None)  # type: ignore[arg-type]
+    assert seen == ["lifespan", "websocket"]
+
+
+def test_wrapper_wraps_djangos_handler() -> None:
+    app = get_asgi_application()
+    assert isinstance(app, DeliveryASGIMiddleware)
+    assert isinstance(app.app, ASGIHandler)

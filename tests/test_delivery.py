@@ -1,0 +1,175 @@
+"""The delivery core, with plain objects: one outcome per tracker, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from typing import Any
+
+import pytest
+
+from django_sent_otel.delivery import (
+    CLIENT_DISCONNECT,
+    DELIVERED,
+    STREAM_ERROR,
+    Delivery,
+    Tracker,
+    classify,
+    is_bodiless,
+    normalize_method,
+    run_callbacks,
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def handler_returned(self, tracker: Tracker) -> None:
+        self.events.append(("returned", tracker.status_code))
+
+    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+        self.events.append(("finished", delivery))
+
+
+class Exploding:
+    def handler_returned(self, tracker: Tracker) -> None:
+        raise RuntimeError("sink bug")
+
+    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+        raise RuntimeError("sink bug")
+
+
+def test_delivered_with_durations() -> None:
+    rec = Recorder()
+    tracker = Tracker("GET", [rec], started_at=10.0)
+    tracker.handler_returned(route="articles/<int:year>/", status_code=200, at=10.5)
+    tracker.add_bytes(100)
+    tracker.add_bytes(23)
+    delivery = tracker.finish(at=11.25)
+    assert delivery == Delivery(
+        outcome=DELIVERED,
+        reason=None,
+        method="GET",
+        route="articles/<int:year>/",
+        status_code=200,
+        bytes_sent=123,
+        duration=1.25,
+        send_duration=0.75,
+    )
+    assert delivery.delivered
+    assert rec.events == [("returned", 200), ("finished", delivery)]
+
+
+def test_second_finish_is_a_no_op() -> None:
+    rec = Recorder()
+    tracker = Tracker("POST", [rec])
+    tracker.handler_returned(route="x/", status_code=201)
+    first = tracker.finish(CLIENT_DISCONNECT)
+    assert first is not None and first.outcome == CLIENT_DISCONNECT
+    assert tracker.finish() is None
+    assert tracker.finish(STREAM_ERROR) is None
+    assert [e for e, _ in rec.events] == ["returned", "finished"]
+    assert tracker.done
+
+
+def test_finish_from_many_threads_decides_once() -> None:
+    for _ in range(50):
+        rec = Recorder()
+        tracker = Tracker("GET", [rec])
+        barrier = threading.Barrier(4)
+
+        def race(t: Tracker = tracker, b: threading.Barrier = barrier) -> None:
+            b.wait()
+            t.finish()
+
+        threads = [threading.Thread(target=race) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        assert [e for e, _ in rec.events] == ["finished"]
+
+
+def test_finish_before_handler_returned() -> None:
+    rec = Recorder()
+    tracker = Tracker("GET", [rec], started_at=1.0)
+    delivery = tracker.finish(CLIENT_DISCONNECT, at=3.0)
+    assert delivery is not None
+    assert (delivery.route, delivery.status_code) == ("unmatched", 0)
+    assert (delivery.duration, delivery.send_duration) == (2.0, 0.0)
+    # A late response (a sync view that kept running) changes nothing.
+    tracker.handler_returned(route="late/", status_code=200)
+    assert [e for e, _ in rec.events] == ["finished"]
+
+
+def test_discard_means_no_outcome() -> None:
+    rec = Recorder()
+    tracker = Tracker("GET", [rec])
+    tracker.discard()
+    assert tracker.finish() is None
+    assert rec.events == []
+
+
+def test_references_are_dropped_after_finish() -> None:
+    tracker = Tracker("GET", [Recorder()], request=object())
+    tracker.handler_returned(route="a/", status_code=200, response=object())
+    tracker.finish()
+    assert tracker.request is None and tracker.response is None
+
+
+def test_sink_exceptions_are_contained(caplog: pytest.LogCaptureFixture) -> None:
+    rec = Recorder()
+    tracker = Tracker("GET", [Exploding(), rec])
+    tracker.handler_returned(route="a/", status_code=200)
+    delivery = tracker.finish()
+    assert delivery is not None
+    assert [e for e, _ in rec.events] == ["returned", "finished"]
+    assert "sink bug" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("GET", "GET"), ("PATCH", "PATCH"), ("get", "other"), ("PROPFIND", "other"), ("", "other")],
+)
+def test_method_labels_are_bounded(method: str, expected: str) -> None:
+    assert normalize_method(method) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (None, None),
+        (BrokenPipeError(), CLIENT_DISCONNECT),
+        (ConnectionResetError(), CLIENT_DISCONNECT),
+        (OSError(errno.EPIPE, "pipe"), CLIENT_DISCONNECT),
+        (OSError(errno.ENOENT, "no file"), STREAM_ERROR),
+        (asyncio.CancelledError(), CLIENT_DISCONNECT),
+        (type("ClientDisconnected", (Exception,), {})(), CLIENT_DISCONNECT),
+        (RuntimeError("view bug"), STREAM_ERROR),
+    ],
+)
+def test_classify(exc: BaseException | None, reason: str | None) -> None:
+    assert classify(exc) == reason
+
+
+def test_bodiless() -> None:
+    assert is_bodiless("HEAD", 200)
+    assert is_bodiless("GET", 204)
+    assert is_bodiless("GET", 304)
+    assert is_bodiless("GET", 101)
+    assert not is_bodiless("GET", 200)
+
+
+def test_callbacks_run_in_order_and_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+    delivery = Tracker("GET", []).finish()
+    assert delivery is not None
+
+    def boom(d: Delivery) -> None:
+        raise ValueError("callback bug")
+
+    run_callbacks([lambda d: seen.append("a"), boom, lambda d: seen.append("b")], delivery)
+    assert seen == ["a", "b"]
+    assert "callback bug" in caplog.text

@@ -1,0 +1,387 @@
+"""DeliveryMiddleware under Django's sync and async test clients, with real metrics and spans."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.test import AsyncClient, Client, RequestFactory, override_settings
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import django_sent_otel
+from django_sent_otel import signals
+from django_sent_otel.delivery import Delivery
+from django_sent_otel.middleware import DeliveryMiddleware
+from django_sent_otel.signals import response_delivered
+from tests.conftest import sample
+
+pytestmark = pytest.mark.usefixtures("registry")
+
+
+@pytest.fixture
+def deliveries() -> Any:
+    seen: list[tuple[Any, Any, Delivery]] = []
+
+    def receiver(sender: Any, request: Any, response: Any, delivery: Delivery, **kw: Any) -> None:
+        seen.append((request, response, delivery))
+
+    response_delivered.connect(receiver, weak=False)
+    yield seen
+    response_delivered.disconnect(receiver)
+
+
+def only(seen: list[tuple[Any, Any, Delivery]]) -> Delivery:
+    assert len(seen) == 1, seen
+    return seen[0][2]
+
+
+def test_small_response_delivered(deliveries: Any, registry: CollectorRegistry) -> None:
+    response = Client().get("/small/")
+    assert response.status_code == 200
+    d = only(deliveries)
+    assert (d.outcome, d.reason, d.method, d.route, d.status_code) == (
+        "delivered",
+        None,
+        "GET",
+        "small/",
+        200,
+    )
+    assert d.bytes_sent == len(response.content)
+    assert 0 <= d.send_duration <= d.duration
+    labels = {"method": "GET", "route": "small/"}
+    assert sample(registry, "django_http_responses_delivered_total", status=200, **labels) == 1
+    assert sample(registry, "django_http_delivery_duration_seconds_count", **labels) == 1
+    assert sample(registry, "django_http_send_duration_seconds_count", **labels) == 1
+    assert sample(registry, "django_http_response_sent_bytes_total", **labels) == d.bytes_sent
+    assert sample(registry, "django_http_responses_sending") == 0
+
+
+def test_signal_gets_request_and_response(deliveries: Any) -> None:
+    response = Client().get("/articles/2024/")
+    request, sent, d = deliveries[0]
+    assert request.path == "/articles/2024/"
+    assert sent is response
+    assert d.route == "articles/<int:year>/"
+
+
+def test_stream_fully_read(deliveries: Any) -> None:
+    response = Client().get("/stream/")
+    body = b"".join(response.streaming_content)
+    d = only(deliveries)
+    assert (d.outcome, d.route, d.bytes_sent) == ("delivered", "stream/", len(body))
+
+
+def test_stream_abandoned_is_client_disconnect(
+    deliveries: Any, registry: CollectorRegistry
+) -> None:
+    response = Client().get("/stream/")
+    first = next(iter(response.streaming_content))
+    response.close()  # the server stopped iterating: the client went away
+    d = only(deliveries)
+    assert (d.outcome, d.reason, d.bytes_sent) == (
+        "client_disconnect",
+        "client_disconnect",
+        len(first),
+    )
+    assert (
+        sample(
+            registry,
+            "django_http_response_delivery_failures_total",
+            method="GET",
+            route="stream/",
+            status=200,
+            reason="client_disconnect",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            registry, "django_http_delivery_duration_seconds_count", method="GET", route="stream/"
+        )
+        == 0
+    )
+
+
+def test_stream_raising_is_stream_error(deliveries: Any) -> None:
+    response = Client().get("/error-stream/")
+    with pytest.raises(RuntimeError):
+        b"".join(response.streaming_content)
+    response.close()
+    d = only(deliveries)
+    assert d.outcome == "stream_error"
+    assert d.bytes_sent > 0
+
+
+def test_disconnect_exception_in_flight_at_close(deliveries: Any) -> None:
+    response = Client().get("/small/")
+    deliveries.clear()
+    # What gunicorn does when the socket write fails: close() runs while the error propagates.
+    response = DeliveryMiddleware(lambda r: HttpResponse(b"x" * 10))(RequestFactory().get("/"))
+    try:
+        raise BrokenPipeError
+    except BrokenPipeError:
+        response.close()
+    assert only(deliveries).outcome == "client_disconnect"
+
+
+def test_file_response_untouched(deliveries: Any, tmp_path: Any) -> None:
+    from django.http import FileResponse
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * 5000)
+
+    def view(request: HttpRequest) -> FileResponse:
+        return FileResponse(open(path, "rb"))
+
+    request = RequestFactory().get("/")
+    request.META["wsgi.file_wrapper"] = object()
+    response = DeliveryMiddleware(view)(request)
+    filelike = response.file_to_stream
+    assert filelike is not None  # streaming_content was not replaced
+    response.close()
+    d = only(deliveries)
+    assert (d.outcome, d.bytes_sent) == ("delivered", 5000)
+
+    deliveries.clear()
+    response = DeliveryMiddleware(view)(RequestFactory().get("/"))  # iterated, no file wrapper
+    iterator = iter(response)
+    next(iterator)
+    response.close()
+    d = only(deliveries)
+    assert d.outcome == "client_disconnect"
+    assert 0 < d.bytes_sent <= 5000
+
+
+@pytest.mark.parametrize(("path", "status"), [("/empty/", 204), ("/not-modified/", 304)])
+def test_bodiless(deliveries: Any, path: str, status: int) -> None:
+    Client().get(path)
+    d = only(deliveries)
+    assert (d.outcome, d.status_code, d.bytes_sent) == ("delivered", status, 0)
+
+
+def test_head(deliveries: Any) -> None:
+    # The test client drops a HEAD streaming body without closing it; a server closes.
+    Client().head("/stream/").close()
+    d = only(deliveries)
+    assert (d.method, d.outcome, d.bytes_sent) == ("HEAD", "delivered", 0)
+
+
+def test_unmatched_and_junk_methods(deliveries: Any, registry: CollectorRegistry) -> None:
+    client = Client()
+    client.get("/no/such/path/?q=secret")
+    client.generic("PROPFIND", "/small/")
+    assert [(d.method, d.route, d.status_code) for _, _, d in deliveries] == [
+        ("GET", "unmatched", 404),
+        ("other", "small/", 200),
+    ]
+    exposition = b"".join(
+        s.name.encode() + repr(s.labels).encode() for f in registry.collect() for s in f.samples
+    )
+    assert b"no/such" not in exposition and b"secret" not in exposition
+
+
+def test_view_exception_is_a_delivered_500(deliveries: Any) -> None:
+    client = Client(raise_request_exception=False)
+    assert client.get("/crash/").status_code == 500
+    d = only(deliveries)
+    assert (d.outcome, d.status_code, d.route) == ("delivered", 500, "crash/")
+
+
+def test_metrics_endpoint_is_not_tracked(deliveries: Any) -> None:
+    assert Client().get("/metrics").status_code == 200
+    assert deliveries == []
+
+
+@override_settings(SENT_OTEL_EXCLUDED_PATHS=[r"^/small/$"])
+def test_excluded_paths(deliveries: Any) -> None:
+    Client().get("/small/")
+    Client().get("/articles/1/")
+    assert [d.route for _, _, d in deliveries] == ["articles/<int:year>/"]
+
+
+@override_settings(SENT_OTEL_ENABLED=False)
+def test_disabled(deliveries: Any) -> None:
+    Client().get("/small/")
+    assert deliveries == []
+
+
+def test_on_delivered_callbacks(deliveries: Any) -> None:
+    seen: list[str] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        assert django_sent_otel.on_delivered(request, lambda d: seen.append("first:" + d.outcome))
+        django_sent_otel.on_delivered(request, lambda d: seen.append("second"))
+        return HttpResponse(b"ok")
+
+    response = DeliveryMiddleware(view)(RequestFactory().get("/"))
+    assert seen == []
+    response.close()
+    assert seen == ["first:delivered", "second"]
+
+
+def test_on_delivered_rejects_non_callables() -> None:
+    with pytest.raises(TypeError):
+        django_sent_otel.on_delivered(RequestFactory().get("/"), "not callable")  # type: ignore[arg-type]
+
+
+def test_on_delivered_untracked_request_warns(caplog: pytest.LogCaptureFixture) -> None:
+    assert django_sent_otel.on_delivered(RequestFactory().get("/"), print) is False
+
+
+def test_failing_receiver_and_callback_do_not_change_the_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def bad_receiver(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    def view(request: HttpRequest) -> HttpResponse:
+        django_sent_otel.on_delivered(request, lambda d: 1 / 0)
+        return HttpResponse(b"body")
+
+    response_delivered.connect(bad_receiver, weak=False)
+    try:
+        with caplog.at_level(logging.ERROR):
+            response = DeliveryMiddleware(view)(RequestFactory().get("/"))
+            response.close()
+    finally:
+        response_delivered.disconnect(bad_receiver)
+    assert response.content == b"body"
+    assert "receiver bug" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+def _garbage_cycles(handler: Any, path: str) -> int:
+    """Objects only the cycle collector could free after 200 requests through ``handler``."""
+    factory = RequestFactory()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(200):
+            response = handler(factory.get(path))
+            b"".join(response)
+            response.close()
+        del response
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("path", ["/small/", "/stream/", "/articles/1/"])
+def test_close_hook_leaves_no_reference_cycle(path: str) -> None:
+    from django.test.client import RequestFactory as _RF  # noqa: F401
+    from django.urls import resolve
+
+    def view(request: HttpRequest) -> Any:
+        match = resolve(request.path_info)
+        request.resolver_match = match
+        return match.func(request, *match.args, **match.kwargs)
+
+    bare = _garbage_cycles(view, path)
+    tracked = _garbage_cycles(DeliveryMiddleware(view), path)
+    assert tracked <= bare, (tracked, bare)
+
+
+def test_span_for_a_delivered_response(spans: InMemorySpanExporter) -> None:
+    Client().get("/articles/2020/")
+    (span,) = spans.get_finished_spans()
+    assert span.name == "response-delivered"
+    assert span.kind.name == "INTERNAL"
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "GET",
+        "http.route": "articles/<int:year>/",
+        "http.response.status_code": 200,
+        "http.response.body.size": len(b"" + Client().get("/articles/2020/").content),
+        "delivery.outcome": "delivered",
+    }
+    assert span.status.status_code.name == "UNSET"
+
+
+def test_span_for_a_failed_response(spans: InMemorySpanExporter) -> None:
+    response = Client().get("/stream/")
+    next(iter(response.streaming_content))
+    response.close()
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "client_disconnect"
+    assert span.attributes["delivery.outcome"] == "client_disconnect"
+
+
+def test_span_honours_incoming_traceparent(spans: InMemorySpanExporter) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    Client().get("/small/", HTTP_TRACEPARENT=f"00-{trace_id}-00f067aa0ba902b7-01")
+    (span,) = spans.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+
+
+def test_span_is_child_of_the_current_span(spans: InMemorySpanExporter) -> None:
+    from tests import slots
+
+    tracer = slots.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("server") as server:
+        response = DeliveryMiddleware(lambda r: HttpResponse(b"x"))(RequestFactory().get("/"))
+    response.close()
+    delivered = [s for s in spans.get_finished_spans() if s.name == "response-delivered"]
+    assert delivered[0].parent is not None
+    assert delivered[0].parent.span_id == server.get_span_context().span_id
+    assert delivered[0].context.trace_id == server.get_span_context().trace_id
+
+
+def test_streaming_delivery_span_lasts_the_send_phase(spans: InMemorySpanExporter) -> None:
+    def view(request: HttpRequest) -> StreamingHttpResponse:
+        return StreamingHttpResponse(iter([b"a", b"b"]))
+
+    response = DeliveryMiddleware(view)(RequestFactory().get("/"))
+    assert spans.get_finished_spans() == ()
+    assert b"".join(response) == b"ab"
+    response.close()
+    (span,) = spans.get_finished_spans()
+    assert span.attributes is not None and span.attributes["http.response.body.size"] == 2
+
+
+# Async: the same middleware in async mode (no thread hops), through the async test client.
+
+
+async def test_async_small(deliveries: Any) -> None:
+    response = await AsyncClient().get("/async-small/")
+    assert response.status_code == 200
+    d = only(deliveries)
+    assert (d.outcome, d.route, d.bytes_sent) == (
+        "delivered",
+        "async-small/",
+        len(response.content),
+    )
+
+
+async def test_async_stream_fully_read(deliveries: Any) -> None:
+    response = await AsyncClient().get("/astream/")
+    body = b"".join([chunk async for chunk in response.streaming_content])
+    await asyncio.gather(*signals._pending)  # close() ran on the loop: the signal is a task
+    d = only(deliveries)
+    assert (d.outcome, d.bytes_sent) == ("delivered", len(body))
+
+
+async def test_async_stream_abandoned(deliveries: Any) -> None:
+    response = await AsyncClient().get("/astream/")
+    iterator = aiter(response.streaming_content)
+    await anext(iterator)
+    await iterator.aclose()
+    await asyncio.to_thread(response.close)  # as Django's ASGI handler does, from a thread
+    assert only(deliveries).outcome == "client_disconnect"
+
+
+def test_middleware_is_hybrid() -> None:
+    async def async_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse()
+
+    from asgiref.sync import iscoroutinefunction
+
+    assert DeliveryMiddleware.sync_capable and DeliveryMiddleware.async_capable
+    assert iscoroutinefunction(DeliveryMiddleware(async_view))
+    assert not iscoroutinefunction(DeliveryMiddleware(lambda r: HttpResponse()))

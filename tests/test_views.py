@@ -1,0 +1,210 @@
+"""GET /metrics: formats, compression, protection, and the metrics it exposes."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_sent_otel.metrics import DeliveryMetrics, get_metrics
+
+pytestmark = pytest.mark.usefixtures("registry")
+
+TOKEN = "s3cret-token-0123456789"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def test_text_format() -> None:
+    Client().get("/small/")
+    response = Client().get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+    assert families["django_http_responses_delivered"].type == "counter"
+    assert families["django_http_delivery_duration_seconds"].type == "histogram"
+    assert families["django_http_responses_sending"].type == "gauge"
+
+
+def test_openmetrics_with_exemplar(spans: InMemorySpanExporter) -> None:
+    Client().get("/small/")
+    (span,) = spans.get_finished_spans()
+    trace_id = format(span.context.trace_id, "032x")
+    response = Client().get("/metrics", HTTP_ACCEPT=OPENMETRICS)
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    text = response.content.decode()
+    assert text.rstrip().endswith("# EOF")
+    exemplar_lines = [line for line in text.splitlines() if "trace_id" in line]
+    assert any(line.startswith("django_http_responses_delivered_total") for line in exemplar_lines)
+    assert any(
+        line.startswith("django_http_delivery_duration_seconds_bucket") for line in exemplar_lines
+    )
+    assert any(
+        line.startswith("django_http_send_duration_seconds_bucket") for line in exemplar_lines
+    )
+    assert all(f'trace_id="{trace_id}"' in line for line in exemplar_lines)
+
+
+def test_no_exemplar_without_a_sampled_span() -> None:
+    Client().get("/small/")
+    text = Client().get("/metrics", HTTP_ACCEPT=OPENMETRICS).content.decode()
+    assert "trace_id" not in text
+
+
+def test_gzip() -> None:
+    response = Client().get("/metrics", HTTP_ACCEPT_ENCODING="gzip")
+    assert response["Content-Encoding"] == "gzip"
+    assert b"django_http_responses_sending" in gzip.decompress(response.content)
+
+
+def test_post_not_allowed() -> None:
+    assert Client().post("/metrics").status_code == 405
+
+
+@override_settings(SENT_OTEL_METRICS_TOKEN=TOKEN)
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 401),
+        ("Bearer wrong-token-0123456789", 401),
+        (f"Basic {TOKEN}", 401),
+        (f"Bearer {TOKEN}x", 401),
+        ("Bearer", 401),
+        ("", 401),
+        (f"Bearer {TOKEN}", 200),
+        (f"bearer {TOKEN}", 200),
+    ],
+)
+def test_bearer_token(header: str | None, status: int) -> None:
+    extra: dict[str, Any] = {} if header is None else {"HTTP_AUTHORIZATION": header}
+    response = Client().get("/metrics", **extra)
+    assert response.status_code == status
+    if status == 401:
+        assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert b"django_http" not in response.content
+
+
+@override_settings(SENT_OTEL_METRICS_ALLOWED_NETWORKS=["10.0.0.0/8", "::1/128"])
+@pytest.mark.parametrize(
+    ("remote", "forwarded", "status"),
+    [
+        ("10.1.2.3", None, 200),
+        ("::1", None, 200),
+        ("192.168.1.1", None, 403),
+        ("not-an-ip", None, 403),
+        ("", None, 403),
+        # Without the opt-in header setting, X-Forwarded-For is never trusted.
+        ("192.168.1.1", "10.0.0.1", 403),
+    ],
+)
+def test_allowed_networks(remote: str, forwarded: str | None, status: int) -> None:
+    extra: dict[str, Any] = {"REMOTE_ADDR": remote}
+    if forwarded:
+        extra["HTTP_X_FORWARDED_FOR"] = forwarded
+    assert Client().get("/metrics", **extra).status_code == status
+
+
+@override_settings(
+    SENT_OTEL_METRICS_ALLOWED_NETWORKS=["10.0.0.0/8"],
+    SENT_OTEL_METRICS_CLIENT_IP_HEADER="HTTP_X_FORWARDED_FOR",
+)
+@pytest.mark.parametrize(
+    ("forwarded", "status"),
+    [
+        ("10.0.0.1", 200),
+        ("203.0.113.9, 10.0.0.1", 200),  # the proxy appended the real client last
+        ("10.0.0.1, 203.0.113.9", 403),  # a spoofed first entry does not help
+        ("garbage", 403),
+    ],
+)
+def test_trusted_proxy_header(forwarded: str, status: int) -> None:
+    response = Client().get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+    assert response.status_code == status
+
+
+@override_settings(
+    SENT_OTEL_METRICS_TOKEN=TOKEN, SENT_OTEL_METRICS_ALLOWED_NETWORKS=["127.0.0.0/8"]
+)
+def test_token_and_network_together() -> None:
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+    assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1", **auth).status_code == 200
+    assert Client().get("/metrics", REMOTE_ADDR="8.8.8.8", **auth).status_code == 403
+    assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 401
+
+
+def test_login_required_middleware() -> None:
+    from django.conf import settings
+
+    with override_settings(
+        INSTALLED_APPS=[
+            *settings.INSTALLED_APPS,
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+        ],
+        MIDDLEWARE=[
+            *settings.MIDDLEWARE,
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.auth.middleware.LoginRequiredMiddleware",
+        ],
+        SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
+    ):
+        assert Client().get("/metrics").status_code == 200
+        assert Client().get("/small/").status_code == 302  # the rest of the site is protected
+
+
+def test_metrics_are_created_once_per_registry() -> None:
+    registry = CollectorRegistry()
+    first = get_metrics(registry, "django", (0.1, 1.0))
+    assert get_metrics(registry, "django", (0.1, 1.0)) is first
+    # A bucket change replaces the collectors instead of raising "Duplicated timeseries".
+    second = get_metrics(registry, "django", (0.5, 5.0))
+    assert second is not first
+    other = get_metrics(registry, "shop", (0.1, 1.0))
+    names = {s.name for f in registry.collect() for s in f.samples}
+    assert "shop_http_responses_sending" in names and "django_http_responses_sending" in names
+    assert other.namespace == "shop"
+
+
+@override_settings(SENT_OTEL_METRICS_NAMESPACE="shop", SENT_OTEL_METRICS_BUCKETS=[0.5, 60])
+def test_namespace_and_buckets_settings(registry: CollectorRegistry) -> None:
+    Client().get("/small/")
+    text = Client().get("/metrics").content.decode()
+    assert (
+        'shop_http_delivery_duration_seconds_bucket{le="60.0",method="GET",route="small/"} 1.0'
+        in text
+    )
+    assert "django_http" not in text
+
+
+@override_settings(SENT_OTEL_METRICS_ENABLED=False)
+def test_metrics_disabled(registry: CollectorRegistry) -> None:
+    Client().get("/small/")
+    assert registry.get_sample_value("django_http_responses_sending") is None
+
+
+def test_direct_use_of_delivery_metrics() -> None:
+    from django_sent_otel.delivery import Delivery
+
+    registry = CollectorRegistry()
+    metrics = DeliveryMetrics(registry=registry, namespace="x")
+    for reason in (None, "client_disconnect", "client_disconnect"):
+        metrics.record(Delivery(reason or "delivered", reason, "GET", "a/", 200, 10, 0.2, 0.1))
+    labels = {"method": "GET", "route": "a/", "status": "200"}
+    assert registry.get_sample_value("x_http_responses_delivered_total", labels) == 1
+    assert (
+        registry.get_sample_value(
+            "x_http_response_delivery_failures_total", {**labels, "reason": "client_disconnect"}
+        )
+        == 2
+    )
+    assert (
+        registry.get_sample_value(
+            "x_http_response_sent_bytes_total", {"method": "GET", "route": "a/"}
+        )
+        == 30
+    )
