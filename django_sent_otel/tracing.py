@@ -49,9 +49,23 @@ def _parent_context(tracker: Tracker) -> otel_context.Context | None:
     if trace.get_current_span(current).get_span_context().is_valid:
         return current
     meta = getattr(tracker.request, "META", None)
-    if meta and any(_meta_key(f) in meta for f in propagate.get_global_textmap().fields):
+    if meta and any(key in meta for key in _propagation_keys()):
         return propagate.extract(meta, getter=_meta_getter)
     return None
+
+
+_keys_cache: tuple[object, tuple[str, ...]] = (None, ())
+
+
+def _propagation_keys() -> tuple[str, ...]:
+    """``request.META`` keys of the global propagator's fields, cached per propagator."""
+    global _keys_cache
+    textmap = propagate.get_global_textmap()
+    cached, keys = _keys_cache
+    if cached is not textmap:
+        keys = tuple(_meta_key(field) for field in textmap.fields)
+        _keys_cache = (textmap, keys)
+    return keys
 
 
 class TracingSink:
@@ -85,16 +99,15 @@ class TracingSink:
             # the span covers the request from its start.
             start = time_ns() - int(delivery.duration * 1e9)
             span = tracker.span = self._start(tracker, start)
-        if not span.is_recording():
-            span.end()
-            return
-        span.set_attribute("http.route", delivery.route)
-        span.set_attribute("http.response.status_code", delivery.status_code)
-        span.set_attribute("http.response.body.size", delivery.bytes_sent)
-        span.set_attribute("delivery.outcome", delivery.outcome)
-        if delivery.reason is not None:
-            span.set_attribute("error.type", delivery.reason)
-            span.set_status(Status(StatusCode.ERROR, _DESCRIPTIONS[delivery.reason]))
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                "http.response.body.size": delivery.bytes_sent,
+                "delivery.outcome": delivery.outcome,
+            }
+            if delivery.reason is not None:
+                attributes["error.type"] = delivery.reason
+                span.set_status(Status(StatusCode.ERROR, _DESCRIPTIONS[delivery.reason]))
+            span.set_attributes(attributes)
         span.end()
 
 
