@@ -1,0 +1,155 @@
+"""Views of the test project. Their route templates (see tests/urls.py) become metric labels."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+    StreamingHttpResponse,
+)
+
+import django_sent_otel
+from tests.data import ensure_big_file
+from tests.recorder import callback_for
+
+SMALL_BODY = b"s" * 1024
+BIG_SIZE = 8 * 1024 * 1024
+CHUNK = b"c" * (64 * 1024)
+CHUNKS = 200
+STREAM_SIZE = CHUNKS * len(CHUNK)
+ERROR_CHUNKS = 3
+SLOW_SECONDS = 1.5
+SLOW_STEP = 0.05
+SLOW_BODY = b"slow"
+
+
+class CountingFile(io.FileIO):
+    """A raw file that counts Python-level reads: zero means the server used sendfile."""
+
+    reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        self.reads += 1
+        return super().readinto(buffer)
+
+
+def _mark(request: HttpRequest) -> None:
+    """Create the file named by ``?marker=``: tells a test that the view is running."""
+    marker = request.GET.get("marker")
+    if marker:
+        with open(marker, "ab"):
+            pass
+
+
+def small(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(SMALL_BODY, content_type="application/octet-stream")
+
+
+def big(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(b"b" * BIG_SIZE, content_type="application/octet-stream")
+
+
+def _chunks() -> Iterator[bytes]:
+    for _ in range(CHUNKS):
+        yield CHUNK
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(_chunks(), content_type="application/octet-stream")
+
+
+async def _achunks() -> AsyncIterator[bytes]:
+    for _ in range(CHUNKS):
+        yield CHUNK
+        await asyncio.sleep(0)
+
+
+def astream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(_achunks(), content_type="application/octet-stream")
+
+
+def file(request: HttpRequest) -> FileResponse:
+    path = ensure_big_file(settings.SENT_OTEL_TEST_FILE)
+    return FileResponse(CountingFile(path, "rb"), content_type="application/octet-stream")
+
+
+def _failing_chunks() -> Iterator[bytes]:
+    for _ in range(ERROR_CHUNKS):
+        yield CHUNK
+    raise RuntimeError("the body failed mid-stream (on purpose)")
+
+
+def error_stream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(_failing_chunks(), content_type="application/octet-stream")
+
+
+def slow(request: HttpRequest) -> HttpResponse:
+    _mark(request)
+    deadline = time.monotonic() + SLOW_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(SLOW_STEP)
+    return HttpResponse(SLOW_BODY, content_type="text/plain")
+
+
+async def aslow(request: HttpRequest) -> HttpResponse:
+    _mark(request)
+    deadline = time.monotonic() + SLOW_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(SLOW_STEP)
+    return HttpResponse(SLOW_BODY, content_type="text/plain")
+
+
+def empty(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(status=204)
+
+
+def not_modified(request: HttpRequest) -> HttpResponseNotModified:
+    return HttpResponseNotModified()
+
+
+def article(request: HttpRequest, year: int) -> HttpResponse:
+    return HttpResponse(f"articles of {year}\n".encode(), content_type="text/plain")
+
+
+def callback(request: HttpRequest) -> HttpResponse:
+    django_sent_otel.on_delivered(request, callback_for(request))
+    return HttpResponse(b"callback registered\n", content_type="text/plain")
+
+
+async def async_small(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(SMALL_BODY, content_type="application/octet-stream")
+
+
+def crash(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("the view failed (on purpose)")
+
+
+def expected_body_size(name: str) -> int:
+    """Body bytes a full GET of a view produces (used by the tests to check bytes_sent)."""
+    sizes = {
+        "small": len(SMALL_BODY),
+        "async-small": len(SMALL_BODY),
+        "big": BIG_SIZE,
+        "stream": STREAM_SIZE,
+        "astream": STREAM_SIZE,
+        "file": os.path.getsize(settings.SENT_OTEL_TEST_FILE),
+        "slow": len(SLOW_BODY),
+        "aslow": len(SLOW_BODY),
+        "empty": 0,
+        "not-modified": 0,
+    }
+    return sizes[name]
