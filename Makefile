@@ -5,6 +5,8 @@ VENV ?= .venv
 PYTHON6 ?= $(shell scripts/find-python 3.12)
 VENV6 ?= .venv-django6
 PORT ?= 8000
+# e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
+DEMO_ARGS ?=
 
 .PHONY: test test-fast lint demo bench clean
 
@@ -33,7 +35,7 @@ test: $(VENV)/.installed $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/python -m example.demo --port $(PORT)
+	$(VENV)/bin/python -m example.demo --port $(PORT) $(DEMO_ARGS)
 
 bench: $(VENV)/.installed
 	bash scripts/install-system-deps
