@@ -10,6 +10,7 @@ adds the route; on its own it tracks with ``route="unmatched"``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -50,14 +51,21 @@ class DeliveryASGIMiddleware:
                 tracker.finish(CLIENT_DISCONNECT)
             return message
 
+        body_messages = 0
+
         async def observed_send(message: Message) -> None:
+            nonlocal body_messages
             kind = message.get("type")
             if kind == "http.response.body":
+                more = message.get("more_body", False)
+                if not more and body_messages and not tracker.done:
+                    await _let_disconnect_arrive(tracker)
+                body_messages += 1
                 body = message.get("body")
                 if body:
                     tracker.bytes_sent += len(body)
                 await send(message)
-                if not message.get("more_body", False):
+                if not more:
                     tracker.finish()
                 return
             if kind == "http.response.start":
@@ -83,6 +91,22 @@ class DeliveryASGIMiddleware:
             # Returned without the final body message: the response was cut short.
             route_before_response(tracker)
             tracker.finish(CLIENT_DISCONNECT)
+
+
+async def _let_disconnect_arrive(tracker: Tracker) -> None:
+    """Yield to the event loop a few times before the final body message.
+
+    ASGI servers drop writes to a connection that is gone without telling ``send()``, and
+    Django sends a body that is already in memory without ever yielding, so a disconnect
+    noticed by the server during the body would only reach ``receive()`` after the final
+    message. Three loop iterations let the server's ``connection_lost`` run and Django's
+    disconnect listener receive it. Only multi-message bodies pay this: a single message is
+    taken whole by the kernel, where no server can see an abort anyway.
+    """
+    for _ in range(3):
+        await asyncio.sleep(0)
+        if tracker.done:
+            return
 
 
 def _start(scope: Scope) -> Tracker | None:
