@@ -11,9 +11,8 @@ import asyncio
 import errno
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 logger = logging.getLogger("django_sent_otel")
 
@@ -65,13 +64,13 @@ def classify(exc: BaseException | None) -> str | None:
     return CLIENT_DISCONNECT if is_disconnect(exc) else STREAM_ERROR
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """What happened to one response. Immutable; given to sinks, receivers and callbacks.
 
     ``outcome`` is ``"delivered"`` or the failure reason; ``reason`` is ``None`` when delivered.
     ``duration`` runs from request start, ``send_duration`` from the moment the handler returned
-    the response, both to the end of delivery, in seconds.
+    the response, both to the end of delivery, in seconds. (A named tuple: immutable and about
+    three times cheaper to build than a frozen dataclass, on every request.)
     """
 
     outcome: str
