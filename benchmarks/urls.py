@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import include, path
+
+from benchmarks import views
+
+urlpatterns = [
+    path("", views.hello),
+    path("async/", views.ahello),
+    path("file/", views.file),
+    path("file-reads/", views.file_reads),
+    path("", include("django_sent_otel.urls")),
+]

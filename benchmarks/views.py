@@ -1,0 +1,74 @@
+"""Views of the benchmark project: trivial bodies, so the framework cost is what is measured."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.http import FileResponse, HttpRequest, HttpResponse
+
+BODY = b"Hello, world!\n"
+_BLOCK = 1024 * 1024
+
+
+class CountingFile(io.FileIO):
+    """A raw file counting every Python-level read: zero after a download means sendfile."""
+
+    reads = 0  # process-wide, read back through /file-reads/
+    _lock = threading.Lock()
+
+    def _count(self) -> None:
+        with CountingFile._lock:
+            CountingFile.reads += 1
+
+    def read(self, size: int = -1) -> bytes:
+        self._count()
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        self._count()
+        return super().readinto(buffer)
+
+    def readall(self) -> bytes:
+        self._count()
+        return super().readall()
+
+
+def ensure_file(path: str, size: int) -> str:
+    """Create ``path`` with ``size`` zero bytes unless it already has exactly that size."""
+    try:
+        if os.stat(path).st_size == size:
+            return path
+    except FileNotFoundError:
+        pass
+    partial = f"{path}.{os.getpid()}.partial"
+    block = b"\0" * _BLOCK
+    with open(partial, "wb") as f:
+        remaining = size
+        while remaining > 0:
+            n = min(remaining, _BLOCK)
+            f.write(block[:n])
+            remaining -= n
+    os.replace(partial, path)
+    return path
+
+
+def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(BODY, content_type="text/plain")
+
+
+async def ahello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(BODY, content_type="text/plain")
+
+
+def file(request: HttpRequest) -> FileResponse:
+    return FileResponse(
+        CountingFile(settings.BENCH_FILE, "rb"), content_type="application/octet-stream"
+    )
+
+
+def file_reads(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(CountingFile.reads).encode(), content_type="text/plain")

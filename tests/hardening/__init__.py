@@ -1,0 +1,1 @@
+"""Hardening tests: load, faults, memory, fuzzing and security of django-sent-otel."""

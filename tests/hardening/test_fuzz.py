@@ -1,0 +1,815 @@
+"""Fuzzing with hypothesis: settings, requests, the delivery core and the ASGI wrapper.
+
+- Settings: random types and values for every ``SENT_OTEL_*`` setting (``conf.Settings``), set
+  with ``override_settings`` (which rebuilds the plugin's runtime): ``check_settings()`` never
+  raises and returns only ids of ``checks.IDS``, and requests through the test client still get
+  the view's normal response. Random *valid* settings: the checks accept them and the plugin
+  really works with them (tracked, counted with the namespace and buckets asked for, traced
+  with the provider named, ``/metrics`` open exactly to the token and networks configured).
+- Requests: random methods, paths, query strings, headers and cookies: no exception, and the
+  ``method`` and ``route`` of every delivery come from bounded sets.
+- ``Tracker``: random event sequences (and racing threads) decide exactly one outcome.
+- ``DeliveryASGIMiddleware``: random applications (messages, disconnects, exceptions, early
+  returns) get exactly the outcome the contract gives them, once, and the application's own
+  exception comes out unchanged.
+
+Plugin bugs found here are listed in ``KNOWN_BUGS``, each with a strict ``xfail`` reproduction
+below; the properties skip exactly those inputs, so they keep guarding everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+import prometheus_client
+import pytest
+from django.test import Client, override_settings
+from django.utils.module_loading import import_string
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from django_sent_otel import checks, conf
+from django_sent_otel.asgi import DeliveryASGIMiddleware
+from django_sent_otel.delivery import (
+    CLIENT_DISCONNECT,
+    DELIVERED,
+    METHODS,
+    STREAM_ERROR,
+    Delivery,
+    Tracker,
+    is_bodiless,
+)
+from django_sent_otel.signals import response_delivered
+from tests import views
+
+pytestmark = pytest.mark.timeout(300)
+
+PREFIX = conf.PREFIX
+SETTING_NAMES = sorted(
+    name for name, value in vars(conf.Settings).items() if isinstance(value, property)
+)
+KNOWN_IDS = {f"django_sent_otel.{code}" for code in checks.IDS}
+FUZZ = settings(
+    max_examples=1000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+#: Objects the fuzzed dotted paths may name; replaced before each example.
+fuzz_registry = CollectorRegistry()
+fuzz_provider = TracerProvider()
+REGISTRY_PATH = f"{__name__}.fuzz_registry"
+PROVIDER_PATH = f"{__name__}.fuzz_provider"
+#: Dotted paths worth trying (arbitrary importable callables are not: the plugin calls them).
+DOTTED = [
+    REGISTRY_PATH,
+    PROVIDER_PATH,
+    "tests.slots.tracer_provider",
+    "os.path",
+    "os.sep",
+    "no.such.module",
+    "nodots",
+    "tests.hardening.test_fuzz.missing_name",
+    "",
+]
+
+
+def test_setting_names_cover_the_checks() -> None:
+    """Every setting the checks know of is fuzzed (the ids' texts name them)."""
+    named = set(re.findall(r"SENT_OTEL_([A-Z_]+)", " ".join(checks.IDS.values())))
+    assert named <= set(SETTING_NAMES)
+    assert len(SETTING_NAMES) == 12, SETTING_NAMES
+
+
+# Strategies.
+
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.binary(max_size=6),
+    st.lists(st.integers(), max_size=3),
+    st.tuples(st.text(max_size=3)),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sets(st.integers(), max_size=2),
+    st.builds(object),
+)
+patterns = st.one_of(
+    st.sampled_from([r"^/metrics$", r"^/small/$", r"^/health", "(", "[a-", "*", r"\d+", ""]),
+    st.text(max_size=8),
+)
+numbers = st.one_of(st.integers(-5, 100), st.floats(allow_nan=True, allow_infinity=True))
+token_text = st.from_regex(r"[A-Za-z0-9\-._~+/]{12,24}={0,2}", fullmatch=True)
+networks = st.sampled_from(
+    ["127.0.0.0/8", "10.0.0.0/8", "::1/128", "0.0.0.0/0", "300.1.1.1/8", "x", ""]
+)
+VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "ENABLED": st.booleans() | junk,
+    "EXCLUDED_PATHS": st.lists(patterns, max_size=3) | st.tuples(patterns) | patterns | junk,
+    "METRICS_ENABLED": st.booleans() | junk,
+    "METRICS_NAMESPACE": (
+        st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True) | st.text(max_size=8) | junk
+    ),
+    "METRICS_BUCKETS": (
+        st.lists(numbers, max_size=5)
+        | st.lists(st.floats(0.001, 100), min_size=1, max_size=5, unique=True).map(sorted)
+        | st.lists(numbers | junk, max_size=3)
+        | junk
+    ),
+    "METRICS_REGISTRY": st.sampled_from(DOTTED) | st.text(max_size=12) | junk,
+    "METRICS_EXEMPLARS": st.booleans() | junk,
+    "METRICS_TOKEN": st.none() | token_text | token_text.map(lambda t: t + "\n") | junk,
+    "METRICS_ALLOWED_NETWORKS": (
+        st.none() | st.lists(networks | junk, max_size=3) | networks | junk
+    ),
+    "METRICS_CLIENT_IP_HEADER": (
+        st.sampled_from([None, "HTTP_X_FORWARDED_FOR", "REMOTE_ADDR", "http_x", "HTTP_X\n"]) | junk
+    ),
+    "TRACING_ENABLED": st.booleans() | junk,
+    "TRACER_PROVIDER": (
+        st.sampled_from([*DOTTED, "opentelemetry.sdk.trace.TracerProvider"])
+        | st.text(max_size=12)
+        | junk
+    ),
+}
+fuzzed_settings = st.fixed_dictionaries({}, optional=VALUES)
+
+
+# Known plugin bugs: each predicate says whether an input would hit one.
+
+
+def _leading_dot(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(".")
+
+
+def _not_iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return True
+    return False
+
+
+def _unhashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return True
+    return False
+
+
+def _bad_buckets_for_prometheus(values: dict[str, Any]) -> bool:
+    buckets = values.get("METRICS_BUCKETS")
+    if buckets is None or not isinstance(buckets, (list, tuple)):
+        return False
+    try:
+        floats = [float(b) for b in buckets]
+    except (TypeError, ValueError):
+        return False
+    # A lone +Inf passes both the check and the plugin's validation; prometheus_client needs
+    # two bounds after adding its own +Inf.
+    return floats == [float("inf")]
+
+
+def _provider_breaks_runtime(values: dict[str, Any]) -> bool:
+    """The plugin's own resolution of SENT_OTEL_TRACER_PROVIDER gives something that
+    ``trace.get_tracer()`` rejects (pipeline.build() calls it outside its fallbacks)."""
+    if not bool(values.get("TRACING_ENABLED", True)):
+        return False
+    path = values.get("TRACER_PROVIDER")
+    if not path or not isinstance(path, str):
+        return False
+    try:
+        provider = import_string(path)
+        if callable(provider) and not hasattr(provider, "get_tracer"):
+            provider = provider()
+    except Exception:
+        return False  # the plugin falls back to the global provider
+    try:
+        trace.get_tracer("probe", tracer_provider=provider)
+    except Exception:
+        return True
+    return False
+
+
+KNOWN_BUGS = {
+    "check-raises-on-relative-path": lambda v: (
+        _leading_dot(v.get("METRICS_REGISTRY")) or _leading_dot(v.get("TRACER_PROVIDER"))
+    ),
+    "metrics-view-raises-on-bad-networks": lambda v: (
+        (bool(v.get("METRICS_ALLOWED_NETWORKS")) and _not_iterable(v["METRICS_ALLOWED_NETWORKS"]))
+        or (
+            bool(v.get("METRICS_ALLOWED_NETWORKS"))
+            and bool(v.get("METRICS_CLIENT_IP_HEADER"))
+            and _unhashable(v["METRICS_CLIENT_IP_HEADER"])
+        )
+    ),
+    "runtime-build-raises": lambda v: _provider_breaks_runtime(v) or _bad_buckets_for_prometheus(v),
+    "token-with-newline-passes-check": lambda v: (
+        isinstance(v.get("METRICS_TOKEN"), str) and v["METRICS_TOKEN"].endswith("\n")
+    ),
+}
+
+
+def known_bugs(values: dict[str, Any]) -> set[str]:
+    return {name for name, hits in KNOWN_BUGS.items() if hits(values)}
+
+
+# Settings fuzzing.
+
+fuzz_exporter = InMemorySpanExporter()
+FACTORY_PATH = f"{__name__}.provider_factory"
+
+
+def provider_factory() -> TracerProvider:
+    """A callable returning the provider (the README allows either)."""
+    return fuzz_provider
+
+
+def _fresh_objects() -> None:
+    global fuzz_registry, fuzz_provider, fuzz_exporter
+    fuzz_registry = CollectorRegistry()
+    fuzz_exporter = InMemorySpanExporter()
+    fuzz_provider = TracerProvider()
+    fuzz_provider.add_span_processor(SimpleSpanProcessor(fuzz_exporter))
+
+
+@dataclass
+class Fuzzed:
+    values: dict[str, Any]
+    registry: CollectorRegistry  # what METRICS_REGISTRY names (or the default one)
+    exporter: InMemorySpanExporter
+    deliveries: list[Delivery]
+
+
+@contextmanager
+def fuzzed(values: dict[str, Any]) -> Iterator[Fuzzed]:
+    """Apply ``values`` with override_settings, on fresh registries and tracer provider (the
+    default registry of prometheus_client is swapped too), collecting the deliveries."""
+    _fresh_objects()
+    deliveries: list[Delivery] = []
+
+    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
+        deliveries.append(delivery)
+
+    with mock.patch.object(prometheus_client, "REGISTRY", CollectorRegistry()) as default:
+        registry = fuzz_registry if values.get("METRICS_REGISTRY") == REGISTRY_PATH else default
+        response_delivered.connect(receiver, weak=False)
+        try:
+            with override_settings(**{PREFIX + name: v for name, v in values.items()}):
+                yield Fuzzed(values, registry, fuzz_exporter, deliveries)
+        finally:
+            response_delivered.disconnect(receiver)
+
+
+def _excluded(patterns_value: Any, path: str) -> bool:
+    return any(re.search(p, path) for p in patterns_value)
+
+
+def _metrics_status(values: dict[str, Any], authorization: str | None) -> int:
+    """What /metrics must answer the test client (REMOTE_ADDR 127.0.0.1) under valid settings."""
+    nets = values.get("METRICS_ALLOWED_NETWORKS")
+    if nets:
+        client = ipaddress.ip_address("127.0.0.1")
+        if not any(client in ipaddress.ip_network(n, strict=False) for n in nets):
+            return 403
+    token = values.get("METRICS_TOKEN")
+    if token and authorization != f"Bearer {token}":
+        return 401
+    return 200
+
+
+def _normal_responses(client: Client) -> None:
+    response = client.get("/small/")
+    assert (response.status_code, response.content) == (200, views.SMALL_BODY)
+    response = client.get("/articles/2024/")
+    assert (response.status_code, response.content) == (200, b"articles of 2024\n")
+    assert client.get("/empty/").status_code == 204
+    assert client.head("/small/").status_code == 200
+    assert client.get("/callback/").status_code == 200
+
+
+@pytest.mark.filterwarnings("ignore:__int__ returned non-int:DeprecationWarning")
+@FUZZ
+@given(values=fuzzed_settings)
+def test_fuzzed_settings_never_break_checks_or_requests(values: dict[str, Any]) -> None:
+    bugs = known_bugs(values)
+    for bug in sorted(bugs):
+        event(f"known bug: {bug}")
+    with fuzzed(values):
+        if "check-raises-on-relative-path" not in bugs:
+            ids = {m.id for m in checks.check_settings()}
+            assert ids <= KNOWN_IDS, ids
+            event("settings with errors" if ids else "settings the checks accept")
+        client = Client()
+        _normal_responses(client)
+        if not bugs & {"metrics-view-raises-on-bad-networks", "runtime-build-raises"}:
+            assert client.get("/metrics").status_code in (200, 401, 403)
+
+
+# Only values the README documents as valid.
+valid_token = st.from_regex(r"[A-Za-z0-9\-._~+/]{16,32}", fullmatch=True)
+VALID: dict[str, st.SearchStrategy[Any]] = {
+    "ENABLED": st.booleans(),
+    "EXCLUDED_PATHS": st.lists(
+        st.sampled_from([r"^/metrics$", r"^/small/$", r"^/health", r"\d+", r"^/articles/", ""]),
+        max_size=3,
+    ),
+    "METRICS_ENABLED": st.booleans(),
+    "METRICS_NAMESPACE": st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True)
+    | st.just(""),
+    "METRICS_BUCKETS": st.lists(st.floats(1e-4, 1e4), min_size=1, max_size=6, unique=True).map(
+        sorted
+    )
+    | st.lists(st.integers(1, 1000), min_size=1, max_size=6, unique=True).map(sorted),
+    "METRICS_REGISTRY": st.sampled_from([None, REGISTRY_PATH]),
+    "METRICS_EXEMPLARS": st.booleans(),
+    "METRICS_TOKEN": st.none() | valid_token,
+    "METRICS_ALLOWED_NETWORKS": st.none()
+    | st.lists(
+        st.sampled_from(["127.0.0.0/8", "10.0.0.0/8", "::1/128", "0.0.0.0/0", "192.0.2.1"]),
+        max_size=3,
+    ),
+    "METRICS_CLIENT_IP_HEADER": st.sampled_from(
+        [None, "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "REMOTE_ADDR"]
+    ),
+    "TRACING_ENABLED": st.booleans(),
+    "TRACER_PROVIDER": st.sampled_from([None, PROVIDER_PATH, FACTORY_PATH]),
+}
+
+
+@FUZZ
+@given(values=st.fixed_dictionaries({}, optional=VALID))
+def test_valid_settings_give_a_working_plugin(values: dict[str, Any]) -> None:
+    with fuzzed(values) as env:
+        assert checks.check_settings() == []
+        client = Client()
+        _normal_responses(client)
+        metrics = client.get("/metrics")
+        assert metrics.status_code == _metrics_status(values, None)
+        token = values.get("METRICS_TOKEN")
+        if token:
+            authorization = f"Bearer {token}"
+            response = client.get("/metrics", HTTP_AUTHORIZATION=authorization)
+            assert response.status_code == _metrics_status(values, authorization)
+
+    tracked = values.get("ENABLED", True) and not _excluded(
+        values.get("EXCLUDED_PATHS", conf.DEFAULT_EXCLUDED_PATHS), "/small/"
+    )
+    small = [(d.method, d.outcome) for d in env.deliveries if d.route == "small/"]
+    assert small == ([("GET", DELIVERED), ("HEAD", DELIVERED)] if tracked else [])
+    if not tracked:
+        event("/small/ not tracked")
+        return
+    event("/small/ tracked")
+
+    namespace = values.get("METRICS_NAMESPACE", "django")
+    prefix = f"{namespace}_" if namespace else ""
+    labels = {"method": "GET", "route": "small/"}
+    delivered = env.registry.get_sample_value(
+        f"{prefix}http_responses_delivered_total", {**labels, "status": "200"}
+    )
+    if values.get("METRICS_ENABLED", True):
+        assert delivered == 1, values
+        buckets = {
+            s.labels["le"]
+            for family in env.registry.collect()
+            for s in family.samples
+            if s.name == f"{prefix}http_delivery_duration_seconds_bucket"
+            and s.labels["route"] == "small/"
+            and s.labels["method"] == "GET"
+        }
+        expected = values.get("METRICS_BUCKETS", conf.DEFAULT_BUCKETS)
+        assert buckets == {floatToGoString(b) for b in expected} | {"+Inf"}
+    else:
+        assert delivered is None
+
+    if values.get("TRACING_ENABLED", True) and values.get("TRACER_PROVIDER"):
+        spans = [
+            s for s in env.exporter.get_finished_spans() if s.attributes["http.route"] == "small/"
+        ]
+        assert [(s.name, s.attributes["http.request.method"]) for s in spans] == [
+            ("response-delivered", "GET"),
+            ("response-delivered", "HEAD"),
+        ]
+    elif not values.get("TRACING_ENABLED", True):
+        assert env.exporter.get_finished_spans() == ()
+
+
+# Reproductions of the plugin bugs the fuzzing found (strict: they fail once fixed).
+
+
+@pytest.fixture
+def isolated_registries() -> Iterator[None]:
+    """Keep prometheus_client's default registry out of reach of these broken settings."""
+    with mock.patch.object(prometheus_client, "REGISTRY", CollectorRegistry()):
+        yield
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: check_settings() raises on '.x' paths")
+@pytest.mark.parametrize("setting", ["METRICS_REGISTRY", "TRACER_PROVIDER"])
+@pytest.mark.parametrize("value", [".x", "..x"])
+def test_bug_check_settings_raises_on_relative_dotted_path(setting: str, value: str) -> None:
+    # _check_import() only catches ImportError; import_string(".x") raises ValueError,
+    # import_string("..x") TypeError: `manage.py check` crashes instead of reporting E006/E010.
+    with override_settings(**{PREFIX + setting: value}):
+        ids = {m.id for m in checks.check_settings()}
+    assert ids == {
+        "django_sent_otel.E006" if setting == "METRICS_REGISTRY" else "django_sent_otel.E010"
+    }
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: /metrics raises on invalid network settings")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"METRICS_ALLOWED_NETWORKS": 5},
+        {"METRICS_ALLOWED_NETWORKS": True},
+        {"METRICS_ALLOWED_NETWORKS": ["127.0.0.0/8"], "METRICS_CLIENT_IP_HEADER": ["X"]},
+    ],
+)
+def test_bug_metrics_view_raises_on_invalid_settings(overrides: dict[str, Any]) -> None:
+    # views._network_allowed/_client_ip read the raw settings (not the runtime's fallbacks):
+    # TypeError at request time (500), although the README says an invalid value never raises.
+    with override_settings(**{PREFIX + k: v for k, v in overrides.items()}):
+        status = Client(raise_request_exception=False).get("/metrics").status_code
+    assert status in (200, 403)
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: checks accept settings that break the runtime")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"TRACER_PROVIDER": "opentelemetry.sdk.trace.TracerProvider"},
+        {"METRICS_BUCKETS": [float("inf")]},
+    ],
+)
+def test_bug_checked_settings_that_disable_tracking(
+    overrides: dict[str, Any], isolated_registries: None
+) -> None:
+    # Both pass check_settings(). A class with get_tracer is used uncalled and
+    # get_tracer(provider) runs outside pipeline._safe(); a single +Inf bucket passes the
+    # plugin's validation but prometheus_client needs two buckets, and the namespace fallback
+    # retries with the same buckets. pipeline.build() raises on every request: nothing is
+    # tracked (an exception logged per request) and /metrics answers 500.
+    deliveries: list[Delivery] = []
+
+    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
+        deliveries.append(delivery)
+
+    response_delivered.connect(receiver, weak=False)
+    try:
+        with override_settings(**{PREFIX + k: v for k, v in overrides.items()}):
+            assert checks.check_settings() == []
+            client = Client(raise_request_exception=False)
+            client.get("/small/")
+            metrics_status = client.get("/metrics").status_code
+    finally:
+        response_delivered.disconnect(receiver)
+    assert (len(deliveries), metrics_status) == (1, 200)
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: an invalid tracer provider breaks /metrics")
+def test_bug_invalid_tracer_provider_is_not_replaced_by_the_default() -> None:
+    # E010 reports it, but instead of "falls back to the default and logs why" (README),
+    # pipeline.build() raises on every request: nothing is tracked, /metrics answers 500.
+    with override_settings(SENT_OTEL_TRACER_PROVIDER=REGISTRY_PATH):
+        assert {m.id for m in checks.check_settings()} == {"django_sent_otel.E010"}
+        status = Client(raise_request_exception=False).get("/metrics").status_code
+    assert status == 200
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: a failed bucket change corrupts the metrics")
+def test_bug_failed_bucket_change_leaves_unregistered_metrics(isolated_registries: None) -> None:
+    # metrics.get_metrics() unregisters the cached collectors before building new ones; when
+    # building fails (here: a single +Inf bucket) the cache keeps the unregistered set. Every
+    # later valid bucket change raises KeyError, and back on the old buckets the plugin counts
+    # into collectors no registry exposes.
+    _fresh_objects()
+    registry = fuzz_registry
+    client = Client(raise_request_exception=False)
+    with override_settings(SENT_OTEL_METRICS_REGISTRY=REGISTRY_PATH):
+        client.get("/small/")
+        with override_settings(SENT_OTEL_METRICS_BUCKETS=[float("inf")]):
+            client.get("/small/")
+        client.get("/small/")
+    labels = {"method": "GET", "route": "small/", "status": "200"}
+    assert registry.get_sample_value("django_http_responses_delivered_total", labels) == 2
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: a string EXCLUDED_PATHS excludes everything")
+def test_bug_excluded_paths_string_excludes_every_path() -> None:
+    # The check reports E002, but at runtime list("^/health$") makes every character a
+    # pattern; "/" matches every path, so nothing is tracked, silently (no log, no fallback to
+    # the default as the README promises).
+    deliveries: list[Delivery] = []
+
+    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
+        deliveries.append(delivery)
+
+    response_delivered.connect(receiver, weak=False)
+    try:
+        with override_settings(SENT_OTEL_EXCLUDED_PATHS="^/health$"):
+            Client().get("/small/")
+    finally:
+        response_delivered.disconnect(receiver)
+    assert len(deliveries) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="plugin bug: E007/E009 accept a trailing newline")
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("METRICS_TOKEN", "abcdefghijklmnopqrstuvwx\n"), ("METRICS_CLIENT_IP_HEADER", "HTTP_X\n")],
+)
+def test_bug_checks_accept_trailing_newline(setting: str, value: str) -> None:
+    # The regexes end with `$`, which also matches before a final newline. A token read from a
+    # secrets file keeps its newline, passes the check, and never matches (the header is
+    # stripped, the setting is not): /metrics answers 401 to everyone.
+    with override_settings(**{PREFIX + setting: value}):
+        assert checks.check_settings() != []
+
+
+# Request fuzzing.
+
+ROUTES = {
+    "small/",
+    "big/",
+    "stream/",
+    "astream/",
+    "file/",
+    "error-stream/",
+    "slow/",
+    "aslow/",
+    "empty/",
+    "not-modified/",
+    "articles/<int:year>/",
+    "callback/",
+    "async-small/",
+    "crash/",
+    "unmatched",
+}
+safe_text = st.text(
+    alphabet=st.characters(codec="latin-1", exclude_characters="\r\n\x00"), max_size=30
+)
+request_paths = st.one_of(
+    st.sampled_from(["/small/", "/articles/1999/", "/empty/", "/not-modified/", "/callback/"]),
+    st.text(max_size=20).map(lambda s: "/" + s),
+    st.integers().map(lambda n: f"/articles/{n}/"),
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    method=st.sampled_from(sorted(METHODS)) | st.from_regex(r"[A-Z]{1,12}", fullmatch=True),
+    path=request_paths,
+    query=safe_text,
+    header=safe_text,
+    cookie=st.from_regex(r"[A-Za-z0-9]{1,20}", fullmatch=True),
+)
+def test_fuzzed_requests_bounded_labels(
+    method: str, path: str, query: str, header: str, cookie: str
+) -> None:
+    deliveries: list[Delivery] = []
+
+    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
+        deliveries.append(delivery)
+
+    client = Client()
+    client.cookies["fuzz"] = cookie
+    response_delivered.connect(receiver, weak=False)
+    try:
+        response = client.generic(
+            method, path, QUERY_STRING=query, HTTP_X_FUZZ=header, HTTP_USER_AGENT=header
+        )
+    finally:
+        response_delivered.disconnect(receiver)
+    assert response.status_code < 600
+    if path == "/metrics":
+        assert deliveries == []
+        return
+    assert len(deliveries) == 1, deliveries
+    delivery = deliveries[0]
+    assert delivery.method in METHODS | {"other"}
+    assert delivery.route in ROUTES
+    assert delivery.method == (method if method in METHODS else "other")
+
+
+# The delivery core.
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.returned = 0
+        self.deliveries: list[Delivery] = []
+
+    def handler_returned(self, tracker: Tracker) -> None:
+        self.returned += 1
+
+    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+        self.deliveries.append(delivery)
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("returned"), st.sampled_from([200, 204, 304, 404, 500])),
+        st.tuples(st.just("bytes"), st.integers(0, 10_000)),
+        st.tuples(st.just("finish"), st.sampled_from([None, CLIENT_DISCONNECT, STREAM_ERROR])),
+        st.tuples(st.just("discard"), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(method=st.sampled_from(["GET", "HEAD", "POST", "BREW", ""]), script=events)
+def test_tracker_decides_once(method: str, script: list[tuple[str, Any]]) -> None:
+    sink = Sink()
+    tracker = Tracker(method, [sink], request=object())
+    expected: tuple[str | None, int] | None = None  # (reason, bytes) of the first finish
+    open_, returned, sent = True, False, 0
+    for kind, arg in script:
+        if kind == "returned":
+            tracker.handler_returned(route="r/", status_code=arg)
+            if open_ and not returned:
+                returned = True
+        elif kind == "bytes":
+            tracker.add_bytes(arg)
+            sent += arg
+        elif kind == "finish":
+            result = tracker.finish(arg)
+            if open_:
+                open_ = False
+                expected = (arg, sent)
+                assert result is not None and result.reason == arg
+            else:
+                assert result is None
+        elif kind == "discard":
+            tracker.discard()
+            if open_ and not returned:
+                open_ = False
+    assert sink.returned == int(returned)
+    assert tracker.done == (not open_)
+    if expected is None:
+        assert sink.deliveries == []
+        return
+    (delivery,) = sink.deliveries
+    reason, sent_then = expected
+    assert (delivery.reason, delivery.outcome) == (reason, reason or DELIVERED)
+    assert delivery.bytes_sent == sent_then
+    assert delivery.method == (method if method in METHODS else "other")
+    assert delivery.duration >= delivery.send_duration >= 0
+    assert tracker.request is None and tracker.response is None and tracker.callbacks is None
+
+
+def test_tracker_racing_finishers_decide_once() -> None:
+    """Eight threads finish the same tracker at once, 200 times: one delivery each time."""
+    for round_ in range(200):
+        sink = Sink()
+        tracker = Tracker("GET", [sink])
+        barrier = threading.Barrier(8, timeout=10)
+        results: list[Any] = []
+
+        def finisher(
+            tracker: Tracker, barrier: threading.Barrier, results: list[Any], reason: str | None
+        ) -> None:
+            barrier.wait()
+            results.append(tracker.finish(reason))
+
+        threads = [
+            threading.Thread(
+                target=finisher, args=(tracker, barrier, results, [None, CLIENT_DISCONNECT][i % 2])
+            )
+            for i in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert not any(t.is_alive() for t in threads)
+        assert len(sink.deliveries) == 1, round_
+        assert sum(r is not None for r in results) == 1
+
+
+# The ASGI wrapper.
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("start"), st.sampled_from([200, 204, 304, 404, 500])),
+        st.tuples(st.just("body"), st.booleans()),  # more_body
+        st.tuples(st.just("receive"), st.sampled_from(["http.request", "http.disconnect"])),
+        st.tuples(st.just("raise"), st.sampled_from(["error", "cancel", "disconnect"])),
+        st.tuples(st.just("return"), st.none()),
+    ),
+    max_size=8,
+)
+
+
+class AppError(Exception):
+    pass
+
+
+def expected_outcome(method: str, script: list[tuple[str, Any]]) -> tuple[str, int]:
+    """The contract's outcome for a scripted application: (outcome, status)."""
+    status = 0
+    for action, arg in script:
+        if action == "start":
+            status = arg
+            if is_bodiless(method, arg):
+                return DELIVERED, status
+        elif action == "body" and not arg:
+            return DELIVERED, status
+        elif action == "receive" and arg == "http.disconnect":
+            return CLIENT_DISCONNECT, status
+        elif action == "raise":
+            return (STREAM_ERROR if arg == "error" else CLIENT_DISCONNECT), status
+        elif action == "return":
+            break
+    return CLIENT_DISCONNECT, status
+
+
+def scripted_app(script: list[tuple[str, Any]], raised: list[BaseException]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for action, arg in script:
+            if action == "start":
+                await send({"type": "http.response.start", "status": arg, "headers": []})
+            elif action == "body":
+                await send({"type": "http.response.body", "body": b"x" * 10, "more_body": arg})
+            elif action == "receive":
+                await receive()
+            elif action == "raise":
+                exc: BaseException = {
+                    "error": AppError("the application failed"),
+                    "cancel": asyncio.CancelledError(),
+                    "disconnect": ConnectionResetError("reset by peer"),
+                }[arg]
+                raised.append(exc)
+                raise exc
+            elif action == "return":
+                return
+
+    return app
+
+
+@FUZZ
+@given(method=st.sampled_from(["GET", "HEAD", "POST"]), script=actions)
+def test_asgi_wrapper_outcome_matches_contract(
+    method: str, script: list[tuple[str, Any]], registry: CollectorRegistry
+) -> None:
+    raised: list[BaseException] = []
+    wrapper = DeliveryASGIMiddleware(scripted_app(script, raised))
+    receive_queue = [m for a, m in script if a == "receive"]
+
+    async def receive() -> dict[str, Any]:
+        kind = receive_queue.pop(0) if receive_queue else "http.request"
+        return {"type": kind, "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    scope = {"type": "http", "method": method, "path": "/fuzz/", "headers": []}
+
+    def count() -> dict[tuple[str, str, str, str], float]:
+        found: dict[tuple[str, str, str, str], float] = {}
+        for family in registry.collect():
+            for s in family.samples:
+                if s.name == "django_http_responses_delivered_total":
+                    outcome = DELIVERED
+                elif s.name == "django_http_response_delivery_failures_total":
+                    outcome = s.labels["reason"]
+                else:
+                    continue
+                key = (s.labels["method"], s.labels["route"], s.labels["status"], outcome)
+                found[key] = s.value
+        return found
+
+    before = count()
+    caught: BaseException | None = None
+    try:
+        asyncio.run(wrapper(scope, receive, send))
+    except BaseException as exc:  # the application's own exception, unchanged
+        caught = exc
+    if raised and isinstance(raised[0], asyncio.CancelledError):
+        assert isinstance(caught, asyncio.CancelledError)  # asyncio re-creates it
+    else:
+        assert caught is (raised[0] if raised else None)
+    after = count()
+    changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    outcome, status = expected_outcome(method, script)
+    assert changed == {(method, "unmatched", str(status), outcome): 1}, (script, changed)

@@ -1,0 +1,430 @@
+"""Raw-socket HTTP/1.1 clients for real-server tests: full reads, keep-alive, aborts with RST.
+
+Every call sends a fresh ``X-Test-Id`` header and returns that id, so a test can find the one
+delivery record its request produced. Bodies are counted, not kept (``keep_body`` keeps them),
+so a 50 MB download costs no memory. Every socket operation has a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+HOST = "127.0.0.1"
+TEST_ID_HEADER = "X-Test-Id"
+DEFAULT_TIMEOUT = 30.0
+_RECV = 256 * 1024
+_MAX_HEADER = 64 * 1024
+
+
+class ProtocolError(AssertionError):
+    """The server's bytes are not valid HTTP/1.1 (or ended before the headers)."""
+
+
+@dataclass
+class Response:
+    """What the client saw of one response."""
+
+    test_id: str
+    #: 0 when no status line arrived (only with ``stall``).
+    status: int
+    headers: list[tuple[str, str]]
+    body_len: int
+    #: The body ended as its framing says (Content-Length / last chunk / close for
+    #: close-delimited bodies). False: the connection ended or stalled in the middle.
+    complete: bool = True
+    #: How the body was delimited: "none", "length", "chunked" or "close".
+    framing: str = "none"
+    body: bytes | None = None
+    #: The server's answer allows reusing the connection.
+    reusable: bool = False
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return default
+
+
+@dataclass
+class Abort:
+    """An aborted request: what was received before the client reset the connection."""
+
+    test_id: str
+    status: int | None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body_received: int = 0
+    #: The whole body had already arrived when the client aborted (nothing left to cut).
+    complete: bool = False
+
+
+@dataclass
+class KeepAlivePair:
+    first: Response
+    second: Response
+    #: The second request went over the first one's connection.
+    reused: bool
+
+
+def new_test_id() -> str:
+    return uuid.uuid4().hex
+
+
+def connect(port: int, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    sock.settimeout(timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with RST instead of FIN: SO_LINGER on with a zero timeout."""
+    with contextlib.suppress(OSError):  # already reset by the peer: just close
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def request_bytes(
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    test_id: str,
+    headers: Mapping[str, str] | None = None,
+    keep_alive: bool = False,
+) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        f"{TEST_ID_HEADER}: {test_id}",
+        "User-Agent: sent-otel-tests",
+        "Accept: */*",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Reader:
+    """Buffered reads from a socket, counting (and optionally keeping) body bytes.
+
+    Every receive is bounded by the socket timeout and the whole exchange by ``deadline``.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.buffer = bytearray()
+        self.eof = False
+        self.http10 = False
+        self.body = 0  # body bytes consumed by the current response
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        if time.monotonic() > self.deadline:
+            raise TimeoutError("the response took longer than the overall deadline")
+        try:
+            data = self.sock.recv(_RECV)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        return True
+
+    def head(self) -> tuple[int, list[tuple[str, str]]]:
+        """Read the status line and headers (skipping 1xx interim responses)."""
+        while True:
+            while b"\r\n\r\n" not in self.buffer:
+                if len(self.buffer) > _MAX_HEADER:
+                    raise ProtocolError("response headers larger than 64 KB")
+                if not self._fill():
+                    raise ProtocolError(
+                        f"connection closed before the end of the headers: {bytes(self.buffer)!r}"
+                    )
+            end = self.buffer.index(b"\r\n\r\n")
+            block = bytes(self.buffer[:end]).decode("latin-1")
+            del self.buffer[: end + 4]
+            status_line, *header_lines = block.split("\r\n")
+            parts = status_line.split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise ProtocolError(f"bad status line {status_line!r}")
+            status = int(parts[1])
+            headers = []
+            for line in header_lines:
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise ProtocolError(f"bad header line {line!r}")
+                headers.append((name.strip(), value.strip()))
+            if 100 <= status < 200 and status != 101:
+                continue
+            self.http10 = parts[0] == "HTTP/1.0"
+            self.body = 0
+            return status, headers
+
+    def line(self) -> bytes | None:
+        """One CRLF-terminated line, or None when the connection ended first."""
+        while b"\r\n" not in self.buffer:
+            if len(self.buffer) > _MAX_HEADER:
+                raise ProtocolError("chunk header line too long")
+            if not self._fill():
+                return None
+        end = self.buffer.index(b"\r\n")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 2]
+        return line
+
+    def take(self, n: int | None, keep: bytearray | None, limit: int | None = None) -> int:
+        """Consume ``n`` body bytes (None: until the connection closes).
+
+        Stops early when the connection ends, or once ``self.body`` reached ``limit``.
+        """
+        taken = 0
+        while n is None or taken < n:
+            if limit is not None and self.body >= limit:
+                break
+            if not self.buffer and not self._fill():
+                break
+            step = len(self.buffer) if n is None else min(n - taken, len(self.buffer))
+            if keep is not None:
+                keep += self.buffer[:step]
+            del self.buffer[:step]
+            taken += step
+            self.body += step
+        return taken
+
+
+def _read_body(
+    reader: _Reader,
+    status: int,
+    headers: list[tuple[str, str]],
+    method: str,
+    keep: bytearray | None,
+    limit: int | None = None,
+) -> tuple[bool, str]:
+    """Read a body framed per RFC 9112 section 6.3; the count is ``reader.body``.
+
+    Returns (complete, framing). With ``limit``, stops once at least that many body bytes
+    were read (then complete is False unless the body ended right there).
+    """
+    lower = {k.lower(): v for k, v in headers}
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return True, "none"
+    if "chunked" in lower.get("transfer-encoding", "").lower():
+        while True:
+            size_line = reader.line()
+            if size_line is None:
+                return False, "chunked"
+            size_text = size_line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError as exc:
+                raise ProtocolError(f"bad chunk size {size_text!r}") from exc
+            if size == 0:
+                while True:  # trailers, up to the empty line
+                    trailer = reader.line()
+                    if trailer is None:
+                        return False, "chunked"
+                    if not trailer:
+                        return True, "chunked"
+            if reader.take(size, keep, limit) < size:
+                return False, "chunked"
+            if reader.line() != b"":
+                return False, "chunked"
+    if "content-length" in lower:
+        length = int(lower["content-length"])
+        reader.take(length, keep, limit)
+        return reader.body >= length, "length"
+    reader.take(None, keep, limit)
+    return reader.eof, "close"
+
+
+def _reusable(headers: list[tuple[str, str]], framing: str, http10: bool) -> bool:
+    connection = ",".join(v for k, v in headers if k.lower() == "connection").lower()
+    if framing == "close" or "close" in connection:
+        return False
+    return not http10 or "keep-alive" in connection
+
+
+def _exchange(
+    sock: socket.socket,
+    port: int,
+    path: str,
+    *,
+    method: str,
+    headers: Mapping[str, str] | None,
+    keep_alive: bool,
+    keep_body: bool,
+    reader: _Reader,
+    stall: float | None = None,
+) -> Response:
+    test_id = new_test_id()
+    sock.sendall(
+        request_bytes(
+            port, path, method=method, test_id=test_id, headers=headers, keep_alive=keep_alive
+        )
+    )
+    if stall is not None:
+        sock.settimeout(stall)
+    keep = bytearray() if keep_body else None
+    status, response_headers = 0, []
+    try:
+        status, response_headers = reader.head()
+        complete, framing = _read_body(reader, status, response_headers, method, keep)
+    except TimeoutError:
+        if stall is None:
+            raise
+        complete, framing = False, "stalled"
+    return Response(
+        test_id=test_id,
+        status=status,
+        headers=response_headers,
+        body_len=reader.body,
+        complete=complete,
+        framing=framing,
+        body=None if keep is None else bytes(keep),
+        reusable=complete and _reusable(response_headers, framing, reader.http10),
+    )
+
+
+def full_read(
+    port: int,
+    path: str,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    keep_body: bool = False,
+    stall: float | None = None,
+) -> Response:
+    """Send one request (``Connection: close``) and read the whole response.
+
+    A body cut short by the server gives ``complete=False``. With ``stall``, ``stall`` seconds
+    without a byte end the read too (``framing="stalled"``, ``status`` 0 if no status line
+    came): for servers that hang the connection after a body error.
+    """
+    with connect(port, timeout) as sock:
+        reader = _Reader(sock, time.monotonic() + timeout)
+        return _exchange(
+            sock,
+            port,
+            path,
+            method=method,
+            headers=headers,
+            keep_alive=False,
+            keep_body=keep_body,
+            reader=reader,
+            stall=stall,
+        )
+
+
+def keep_alive_pair(
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> KeepAlivePair:
+    """Two requests on one connection if the server keeps it alive (else a second connection).
+
+    ``reused`` tells whether the second request really went over the first connection.
+    """
+    with connect(port, timeout) as sock:
+        reader = _Reader(sock, time.monotonic() + timeout)
+        first = _exchange(
+            sock,
+            port,
+            path,
+            method=method,
+            headers=headers,
+            keep_alive=True,
+            keep_body=False,
+            reader=reader,
+        )
+        if first.reusable:
+            try:
+                second = _exchange(
+                    sock,
+                    port,
+                    path,
+                    method=method,
+                    headers=headers,
+                    keep_alive=False,
+                    keep_body=False,
+                    reader=reader,
+                )
+            except (ProtocolError, ConnectionError) as exc:
+                # Only "closed before any byte of the answer" means the server dropped the
+                # idle connection; anything else is a real protocol error.
+                dropped = isinstance(exc, ConnectionError) or (reader.eof and not reader.buffer)
+                if not dropped:
+                    raise
+            else:
+                return KeepAlivePair(first, second, reused=True)
+    second = full_read(port, path, method, headers, timeout=timeout)
+    return KeepAlivePair(first, second, reused=False)
+
+
+def abort_after(
+    port: int,
+    path: str,
+    nbytes: int = 16384,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Abort:
+    """Read until ``nbytes`` of body arrived (or the body ended), then close with RST."""
+    test_id = new_test_id()
+    sock = connect(port, timeout)
+    try:
+        sock.sendall(request_bytes(port, path, method=method, test_id=test_id, headers=headers))
+        reader = _Reader(sock, time.monotonic() + timeout)
+        status, response_headers = reader.head()
+        complete, _ = _read_body(reader, status, response_headers, method, None, limit=nbytes)
+        return Abort(test_id, status, response_headers, reader.body, complete)
+    finally:
+        reset(sock)
+
+
+def abort_while_running(
+    port: int,
+    path_with_marker: str,
+    marker_path: str | os.PathLike[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
+) -> Abort:
+    """Send the request, wait until the view created ``marker_path``, then close with RST.
+
+    ``path_with_marker`` is the path; ``?marker=<marker_path>`` is appended when absent.
+    """
+    marker = os.fspath(marker_path)
+    path = path_with_marker
+    if "marker=" not in path:
+        path += ("&" if "?" in path else "?") + "marker=" + quote(marker, safe="")
+    test_id = new_test_id()
+    sock = connect(port, timeout)
+    try:
+        sock.sendall(request_bytes(port, path, test_id=test_id, headers=headers))
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(marker):
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"the view behind {path} did not create {marker} within {timeout:.0f}s"
+                )
+            time.sleep(0.01)
+        return Abort(test_id, None)
+    finally:
+        reset(sock)

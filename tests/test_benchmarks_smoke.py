@@ -1,0 +1,87 @@
+"""``python -m benchmarks --quick`` still runs end to end and prints every row (never a time).
+
+The quick mode uses tiny counts, so its numbers mean nothing; this test only keeps the harness
+from rotting: every configuration, server, file, /metrics and garbage-collector row is printed in
+the text tables and in the Markdown, the configurations did what they claim (the harness reports
+ERROR when a plugin configuration did not track every request or export one span per request),
+and the run exits 0. Without ``wrk`` the server sections are skipped, unless CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import configs
+from benchmarks.run import ASGI_CONFIGS, GUNICORN_CONFIGS, UVICORN_CONFIGS, WSGI_CONFIGS
+from tests.conftest import REQUIRE_TOOLS
+
+pytestmark = pytest.mark.servers
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 600
+
+
+def label(name: str) -> str:
+    return configs.get(name).label
+
+
+def test_quick_benchmark_prints_every_row() -> None:
+    have_wrk = shutil.which("wrk") is not None
+    if not have_wrk and REQUIRE_TOOLS:
+        pytest.fail("wrk is required under CI=true but was not found")
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--requests", "200"]
+    if not have_wrk:
+        argv += ["--skip", "servers", "--skip", "file"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    out = done.stdout
+    text, _, markdown = out.partition("Markdown (for the README's Performance section)")
+    assert markdown, out
+
+    inproc_rows = [label(n) for n in WSGI_CONFIGS + ASGI_CONFIGS]
+    expected_titles = [
+        "In-process cost per request (no server)",
+        "Garbage collector (same runs)",
+        "GET /metrics render time",
+    ]
+    metric_rows = [
+        "single process, 1000 series",
+        "multiprocess dir, 4 workers, 1000 series",
+        "single process, 1000 label sets",
+        "multiprocess dir, 4 workers, 1000 label sets",
+    ]
+    server_rows: list[str] = []
+    if have_wrk:
+        expected_titles += ["Real servers: wrk", "FileResponse through gunicorn"]
+        server_rows = [label(n) for n in GUNICORN_CONFIGS + UVICORN_CONFIGS]
+
+    for title in expected_titles:
+        assert title in text, title
+        assert title in markdown, title
+    for row in inproc_rows:
+        # Once in the cost table and once in the garbage collector table.
+        assert text.count(row) >= 2, row
+        assert markdown.count(f"| {row} |") >= 2, row
+    for row in metric_rows:
+        assert row in text, row
+        assert f"| {row} |" in markdown, row
+    for row in server_rows:
+        assert row in text, row
+        assert row in markdown, row
+    if have_wrk:
+        # gunicorn rows appear in the throughput table and again in the FileResponse table.
+        for name in GUNICORN_CONFIGS:
+            assert markdown.count(label(name)) >= 2, name
+        assert "python reads" in markdown
+    assert "ERROR:" not in out
+    assert " 0 ERROR," in out.rpartition("Summary:")[2]
