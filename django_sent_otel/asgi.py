@@ -44,9 +44,14 @@ class DeliveryASGIMiddleware:
         scope = dict(scope)
         scope[SCOPE_KEY] = tracker
 
+        # True while the final body message is being handed to the server: a server that
+        # closes the connection after it (HTTP/1.0, "Connection: close") may report
+        # http.disconnect from inside that send(), which is not the client leaving early.
+        sending_final = False
+
         async def observed_receive() -> Message:
             message = await receive()
-            if message.get("type") == "http.disconnect" and not tracker.done:
+            if message.get("type") == "http.disconnect" and not sending_final and not tracker.done:
                 route_before_response(tracker)
                 tracker.finish(CLIENT_DISCONNECT)
             return message
@@ -54,7 +59,7 @@ class DeliveryASGIMiddleware:
         body_messages = 0
 
         async def observed_send(message: Message) -> None:
-            nonlocal body_messages
+            nonlocal body_messages, sending_final
             kind = message.get("type")
             if kind == "http.response.body":
                 more = message.get("more_body", False)
@@ -64,9 +69,12 @@ class DeliveryASGIMiddleware:
                 body = message.get("body")
                 if body:
                     tracker.bytes_sent += len(body)
+                if more:
+                    await send(message)
+                    return
+                sending_final = True
                 await send(message)
-                if not more:
-                    tracker.finish()
+                tracker.finish()
                 return
             if kind == "http.response.start":
                 status = int(message.get("status", 0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from .conf import PREFIX
+from .pipeline import valid_buckets, valid_token
 
 MIDDLEWARE_PATH = "django_sent_otel.middleware.DeliveryMiddleware"
 OTEL_MIDDLEWARE = (
@@ -36,9 +36,8 @@ IDS = {
 }
 
 _MISSING = object()
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")  # RFC 6750 b64token
-_META_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_META_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 def _error(code: str, hint: str, value: Any = _MISSING) -> Error:
@@ -61,30 +60,30 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     errors += _check_excluded(_setting("EXCLUDED_PATHS"))
     namespace = _setting("METRICS_NAMESPACE")
     if namespace is not _MISSING and not (
-        isinstance(namespace, str) and (namespace == "" or _NAME.match(namespace))
+        isinstance(namespace, str) and (namespace == "" or _NAME.fullmatch(namespace))
     ):
         errors.append(
             _error("E004", "Use letters, digits and underscores, e.g. 'django'.", namespace)
         )
     buckets = _setting("METRICS_BUCKETS")
-    if buckets is not _MISSING and not _valid_buckets(buckets):
+    if buckets is not _MISSING and valid_buckets(buckets) is None:
         errors.append(_error("E005", "Use e.g. [0.05, 0.1, 0.5, 1, 5, 30].", buckets))
     errors += _check_import("METRICS_REGISTRY", "E006", _is_registry)
     token = _setting("METRICS_TOKEN")
-    if (
-        token is not _MISSING
-        and token is not None
-        and not (isinstance(token, str) and len(token) >= 16 and _TOKEN.match(token))
-    ):
+    if token is not _MISSING and token is not None and token != "" and not valid_token(token):
         errors.append(
-            _error("E007", "Use a random string of at least 16 URL-safe characters, or None.")
+            _error(
+                "E007",
+                "Use a random string of at least 16 URL-safe characters (no whitespace: strip "
+                "a token read from a file), or None.",
+            )
         )
     errors += _check_networks(_setting("METRICS_ALLOWED_NETWORKS"))
     header = _setting("METRICS_CLIENT_IP_HEADER")
     if (
         header is not _MISSING
         and header is not None
-        and not (isinstance(header, str) and _META_KEY.match(header))
+        and not (isinstance(header, str) and _META_KEY.fullmatch(header))
     ):
         errors.append(_error("E009", "Use a META key such as 'HTTP_X_FORWARDED_FOR'.", header))
     errors += _check_import("TRACER_PROVIDER", "E010", _is_provider)
@@ -108,14 +107,6 @@ def _check_excluded(value: Any) -> list[CheckMessage]:
     return errors
 
 
-def _valid_buckets(value: Any) -> bool:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-        return False
-    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in value):
-        return False
-    return all(a < b for a, b in itertools.pairwise(value)) and value[0] > 0
-
-
 def _check_networks(value: Any) -> list[CheckMessage]:
     if value is _MISSING or value is None:
         return []
@@ -137,7 +128,11 @@ def _is_registry(obj: Any) -> bool:
 
 
 def _is_provider(obj: Any) -> bool:
-    return hasattr(obj, "get_tracer") or callable(obj)
+    # A provider instance or class; a factory is accepted unseen (calling it here could have
+    # side effects), and if it returns no provider the runtime logs it and uses the global one.
+    if isinstance(obj, type):
+        return callable(getattr(obj, "get_tracer", None))
+    return callable(getattr(obj, "get_tracer", None)) or callable(obj)
 
 
 def _check_import(name: str, code: str, valid: Any) -> list[CheckMessage]:
@@ -149,7 +144,7 @@ def _check_import(name: str, code: str, valid: Any) -> list[CheckMessage]:
         return [_error(code, hint, value)]
     try:
         obj = import_string(value)
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, and ValueError/TypeError for ".x" or "..x"
         return [_error(code, f"{hint} Import failed: {exc}", value)]
     return [] if valid(obj) else [_error(code, hint, value)]
 

@@ -35,10 +35,14 @@ _DISCONNECT_NAMES: Final = frozenset({"ClientDisconnected", "ClientDisconnect"})
 
 
 def normalize_method(method: str | None) -> str:
-    """The request method if it is a standard one, else ``"other"`` (a bounded label)."""
+    """The request method, uppercased as Django does, if it is a standard one, else ``"other"``.
+
+    Django serves ``get`` as ``GET`` under WSGI and ASGI alike, so both label it ``GET``.
+    """
     if method in METHODS:
         return method
-    return "other"
+    upper = method.upper() if isinstance(method, str) else ""
+    return upper if upper in METHODS else "other"
 
 
 def is_bodiless(method: str, status_code: int) -> bool:

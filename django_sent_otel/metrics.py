@@ -146,14 +146,37 @@ def get_metrics(
     """
     key = (id(registry), namespace)
     with _cache_lock:
-        metrics = _cache.get(key)
-        if metrics is not None and metrics.registry is registry:
-            if metrics.buckets == tuple(buckets):
-                return metrics
-            metrics.unregister()
-        metrics = DeliveryMetrics(registry=registry, namespace=namespace, buckets=buckets)
+        old = _cache.get(key)
+        if old is not None and old.registry is not registry:
+            old = None  # a registry that was garbage-collected and its id reused
+        if old is not None and old.buckets == tuple(buckets):
+            return old
+        # Build unregistered first: invalid buckets raise here, leaving the old set intact.
+        metrics = DeliveryMetrics(registry=None, namespace=namespace, buckets=buckets)
+        if old is not None:
+            old.unregister()
+        try:
+            _register(registry, metrics.collectors)
+        except Exception:
+            if old is not None:
+                _register(registry, old.collectors)
+            raise
+        metrics.registry = registry
         _cache[key] = metrics
         return metrics
+
+
+def _register(registry: CollectorRegistry, collectors: Sequence[Any]) -> None:
+    """Register all or none (a name clash with another collector raises ValueError)."""
+    done: list[Any] = []
+    try:
+        for collector in collectors:
+            registry.register(collector)
+            done.append(collector)
+    except Exception:
+        for collector in done:
+            registry.unregister(collector)
+        raise
 
 
 def exemplar_for(tracker: Tracker) -> dict[str, str] | None:

@@ -140,6 +140,17 @@ def _content_length(response: HttpResponseBase) -> int | None:
         return None
 
 
+def _plain_length(response: HttpResponseBase) -> int:
+    """Body length without joining a body built with ``write()`` (``.content`` copies it)."""
+    container = getattr(response, "_container", None)
+    if isinstance(container, list):
+        try:
+            return sum(map(len, container))
+        except TypeError:
+            pass
+    return len(response.content)  # type: ignore[attr-defined]
+
+
 def _position(response: HttpResponseBase) -> int | None:
     filelike = getattr(response, "file_to_stream", None)
     try:
@@ -260,7 +271,7 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
                 response.streaming_content = _sync_body(content, tracker)  # type: ignore[attr-defined]
         else:
             mode = _PLAIN
-            tracker.bytes_sent = len(response.content)  # type: ignore[attr-defined]
+            tracker.bytes_sent = _plain_length(response)
         response.close = _CloseHook(tracker, response, mode)  # type: ignore[method-assign]
     except Exception:
         logger.exception("django-sent-otel: could not observe a response")

@@ -7,8 +7,12 @@ the request path.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import logging
+import math
 import re
+import secrets
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +25,19 @@ from .delivery import Sink
 logger = logging.getLogger("django_sent_otel")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+_META_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
 class Runtime:
-    __slots__ = ("enabled", "excluded", "metrics", "sinks")
+    """Validated settings and the sinks built from them.
+
+    ``token`` is ``None`` when /metrics needs no token; ``networks`` is ``None`` when every
+    client may scrape. An invalid token or network list fails closed (nobody matches).
+    """
+
+    __slots__ = ("enabled", "excluded", "ip_header", "metrics", "networks", "sinks", "token")
 
     def __init__(
         self,
@@ -30,11 +45,18 @@ class Runtime:
         excluded: re.Pattern[str] | None,
         sinks: Sequence[Sink],
         metrics: Any = None,
+        *,
+        token: bytes | None = None,
+        networks: tuple[Network, ...] | None = None,
+        ip_header: str | None = None,
     ) -> None:
         self.enabled = enabled
         self.excluded = excluded
         self.sinks = tuple(sinks)
         self.metrics = metrics
+        self.token = token
+        self.networks = networks
+        self.ip_header = ip_header
 
     def is_excluded(self, path: str) -> bool:
         return self.excluded is not None and self.excluded.search(path) is not None
@@ -53,7 +75,12 @@ def _safe(name: str, build: Any, fallback: Any) -> Any:
 
 
 def _excluded() -> re.Pattern[str] | None:
-    patterns = list(conf.EXCLUDED_PATHS)
+    value = conf.EXCLUDED_PATHS
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError("a list of regular expressions is needed")
+    patterns = list(value)
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError("every pattern must be a string")
     if not patterns:
         return None
     return re.compile("|".join(f"(?:{p})" for p in patterns))
@@ -71,19 +98,97 @@ def _registry() -> Any:
     return registry
 
 
+def valid_buckets(value: Any) -> tuple[float, ...] | None:
+    """Upper bounds without the implicit ``+Inf``, or None when ``value`` is not usable.
+
+    Usable: a non-empty, strictly increasing sequence of positive finite numbers, optionally
+    ending with ``+Inf`` (prometheus_client adds it anyway).
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return None
+    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in value):
+        return None
+    bounds = [float(b) for b in value]
+    if bounds and bounds[-1] == math.inf:
+        bounds.pop()
+    if not bounds or not all(math.isfinite(b) for b in bounds) or bounds[0] <= 0:
+        return None
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
+        return None
+    return tuple(bounds)
+
+
 def _buckets() -> tuple[float, ...]:
-    buckets = tuple(float(b) for b in conf.METRICS_BUCKETS)
-    if not buckets or list(buckets) != sorted(set(buckets)):
-        raise ValueError("buckets must be a non-empty increasing sequence")
+    buckets = valid_buckets(conf.METRICS_BUCKETS)
+    if buckets is None:
+        raise ValueError("buckets must be an increasing sequence of positive numbers")
     return buckets
 
 
-def _tracer_provider() -> Any:
+def resolve_provider(obj: Any) -> Any:
+    """A tracer provider from what the setting names: an instance, a class or a factory."""
+    if isinstance(obj, type) or not hasattr(obj, "get_tracer"):
+        if not callable(obj):
+            raise TypeError(f"{obj!r} is not a tracer provider")
+        obj = obj()
+    if not callable(getattr(obj, "get_tracer", None)):
+        raise TypeError(f"{obj!r} is not a tracer provider")
+    return obj
+
+
+def _tracer() -> Any:
+    from .tracing import get_tracer
+
     path = conf.TRACER_PROVIDER
-    if not path:
+    provider = resolve_provider(import_string(path)) if path else None
+    return get_tracer(provider)
+
+
+def valid_token(value: Any) -> bool:
+    return isinstance(value, str) and len(value) >= 16 and _TOKEN.fullmatch(value) is not None
+
+
+def _token() -> bytes | None:
+    value = conf.METRICS_TOKEN
+    if value is None or value == "":
         return None
-    provider = import_string(path)
-    return provider() if callable(provider) and not hasattr(provider, "get_tracer") else provider
+    if not valid_token(value):
+        # Fail closed: a secret nobody knows, so /metrics answers 401 until it is fixed.
+        _invalid("METRICS_TOKEN")
+        return secrets.token_bytes(32)
+    return value.encode()
+
+
+def _networks() -> tuple[Network, ...] | None:
+    value = conf.METRICS_ALLOWED_NETWORKS
+    if value is None:
+        return None
+    networks: list[Network] = []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        _invalid("METRICS_ALLOWED_NETWORKS")  # fail closed: nobody is allowed
+        return ()
+    if not value:
+        return None
+    for entry in value:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except (TypeError, ValueError):
+            _invalid("METRICS_ALLOWED_NETWORKS")  # the entry is skipped
+    return tuple(networks)
+
+
+def _ip_header() -> str | None:
+    value: object = conf.METRICS_CLIENT_IP_HEADER
+    if value is None:
+        return None
+    if not isinstance(value, str) or _META_KEY.fullmatch(value) is None:
+        _invalid("METRICS_CLIENT_IP_HEADER")  # the peer address is used
+        return None
+    return value
+
+
+def _invalid(name: str) -> None:
+    logger.error("django-sent-otel: setting %s%s is invalid (see manage.py check)", PREFIX, name)
 
 
 def build() -> Runtime:
@@ -97,8 +202,8 @@ def build() -> Runtime:
     if _safe("TRACING_ENABLED", lambda: conf.TRACING_ENABLED, True):
         from .tracing import TracingSink, get_tracer
 
-        provider = _safe("TRACER_PROVIDER", _tracer_provider, None)
-        sinks.append(TracingSink(get_tracer(provider)))
+        tracer = _safe("TRACER_PROVIDER", _tracer, None) or get_tracer(None)
+        sinks.append(TracingSink(tracer))
     if _safe("METRICS_ENABLED", lambda: conf.METRICS_ENABLED, True):
         from prometheus_client import REGISTRY
 
@@ -108,17 +213,23 @@ def build() -> Runtime:
         namespace = _safe("METRICS_NAMESPACE", lambda: str(conf.METRICS_NAMESPACE), "django")
         buckets = _safe("METRICS_BUCKETS", _buckets, DEFAULT_BUCKETS)
         metrics = _safe(
-            "METRICS_NAMESPACE",
-            lambda: get_metrics(registry, namespace, buckets),
-            None,
-        ) or get_metrics(registry, "django", buckets)
-        sinks.append(
-            MetricsSink(
-                metrics, exemplars=_safe("METRICS_EXEMPLARS", lambda: conf.METRICS_EXEMPLARS, True)
-            )
+            "METRICS_NAMESPACE", lambda: get_metrics(registry, namespace, buckets), None
+        ) or _safe(
+            "METRICS_REGISTRY", lambda: get_metrics(registry, "django", DEFAULT_BUCKETS), None
         )
+        if metrics is not None:
+            exemplars = _safe("METRICS_EXEMPLARS", lambda: conf.METRICS_EXEMPLARS, True)
+            sinks.append(MetricsSink(metrics, exemplars=exemplars))
     sinks.append(SignalSink())
-    return Runtime(enabled, excluded, sinks, metrics)
+    return Runtime(
+        enabled,
+        excluded,
+        sinks,
+        metrics,
+        token=_safe("METRICS_TOKEN", _token, secrets.token_bytes(32)),
+        networks=_safe("METRICS_ALLOWED_NETWORKS", _networks, ()),
+        ip_header=_safe("METRICS_CLIENT_IP_HEADER", _ip_header, None),
+    )
 
 
 _runtime: Runtime | None = None

@@ -70,6 +70,9 @@ class SignalSink:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None:
+            # Outside the except block: a receiver's traceback is not chained to this one.
             _run(tracker.request, tracker.response, delivery, callbacks)
             return
         task = loop.create_task(_arun(tracker.request, tracker.response, delivery, callbacks))

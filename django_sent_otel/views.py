@@ -13,10 +13,9 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
-from .conf import conf
 from .metrics import multiprocess_dir
 from .middleware import UNTRACKED_ATTR
-from .pipeline import runtime
+from .pipeline import Runtime, runtime
 
 logger = logging.getLogger("django_sent_otel")
 
@@ -40,8 +39,7 @@ def _registry() -> Any:
     return REGISTRY
 
 
-def _client_ip(request: HttpRequest) -> str:
-    header = conf.METRICS_CLIENT_IP_HEADER
+def _client_ip(request: HttpRequest, header: str | None) -> str:
     if header:
         forwarded = request.META.get(header)
         if isinstance(forwarded, str) and forwarded.strip():
@@ -50,31 +48,24 @@ def _client_ip(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 
 
-def _network_allowed(request: HttpRequest) -> bool:
-    networks = conf.METRICS_ALLOWED_NETWORKS
-    if not networks:
+def _network_allowed(request: HttpRequest, rt: Runtime) -> bool:
+    networks = rt.networks
+    if networks is None:
         return True
     try:
-        address = ipaddress.ip_address(_client_ip(request))
+        address = ipaddress.ip_address(_client_ip(request, rt.ip_header))
     except ValueError:
         return False
-    for entry in networks:
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except (TypeError, ValueError):
-            continue  # reported by the system check django_sent_otel.E008
-    return False
+    return any(address in network for network in networks)
 
 
-def _token_ok(request: HttpRequest) -> bool:
-    token = conf.METRICS_TOKEN
-    if not token:
+def _token_ok(request: HttpRequest, token: bytes | None) -> bool:
+    if token is None:
         return True
     scheme, _, given = str(request.META.get("HTTP_AUTHORIZATION", "")).partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), str(token).encode())
+    return hmac.compare_digest(given.strip().encode(), token)
 
 
 @_login_not_required
@@ -82,9 +73,10 @@ def _token_ok(request: HttpRequest) -> bool:
 def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the metrics registry; never counted in its own metrics."""
     setattr(request, UNTRACKED_ATTR, True)
-    if not _network_allowed(request):
+    rt = runtime()
+    if not _network_allowed(request, rt):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    if not _token_ok(request):
+    if not _token_ok(request, rt.token):
         response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response

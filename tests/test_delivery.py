@@ -131,7 +131,15 @@ def test_sink_exceptions_are_contained(caplog: pytest.LogCaptureFixture) -> None
 
 @pytest.mark.parametrize(
     ("method", "expected"),
-    [("GET", "GET"), ("PATCH", "PATCH"), ("get", "other"), ("PROPFIND", "other"), ("", "other")],
+    [
+        ("GET", "GET"),
+        ("PATCH", "PATCH"),
+        ("get", "GET"),
+        ("Delete", "DELETE"),
+        ("PROPFIND", "other"),
+        ("", "other"),
+        (None, "other"),
+    ],
 )
 def test_method_labels_are_bounded(method: str, expected: str) -> None:
     assert normalize_method(method) == expected

@@ -385,3 +385,25 @@ def test_middleware_is_hybrid() -> None:
     assert DeliveryMiddleware.sync_capable and DeliveryMiddleware.async_capable
     assert iscoroutinefunction(DeliveryMiddleware(async_view))
     assert not iscoroutinefunction(DeliveryMiddleware(lambda r: HttpResponse()))
+
+
+def test_lowercase_method_is_labelled_like_django_serves_it(deliveries: Any) -> None:
+    assert Client().generic("get", "/small/").status_code == 200
+    assert only(deliveries).method == "GET"
+
+
+def test_body_written_in_parts_is_counted_without_joining(deliveries: Any) -> None:
+    response = HttpResponse()
+    for part in (b"abc", b"defg", b"", b"h" * 1000):
+        response.write(part)
+
+    def view(request: HttpRequest) -> HttpResponse:
+        return response
+
+    returned = DeliveryMiddleware(view)(RequestFactory().get("/small/"))
+    assert returned is response
+    assert len(response._container) == 5  # nothing joined the parts (b"" + 4 writes)
+    b"".join(response)
+    response.close()
+    delivery = only(deliveries)
+    assert (delivery.outcome, delivery.bytes_sent) == ("delivered", 1007)

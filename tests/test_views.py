@@ -136,9 +136,59 @@ def test_token_and_network_together() -> None:
     assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 401
 
 
+@pytest.mark.parametrize(
+    "token", [12345, "short", f"{TOKEN}\n", "has space in it 0123456789", ["a-list"]]
+)
+def test_an_invalid_token_fails_closed(token: Any) -> None:
+    with override_settings(SENT_OTEL_METRICS_TOKEN=token):
+        assert Client().get("/metrics").status_code == 401
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+        assert Client().get("/metrics", **auth).status_code == 401
+
+
+def test_an_empty_token_means_no_token() -> None:
+    with override_settings(SENT_OTEL_METRICS_TOKEN=""):
+        assert Client().get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("networks", "status"),
+    [
+        (5, 403),  # not a list: nobody
+        ("127.0.0.0/8", 403),  # a string, not a list: nobody
+        (["not-a-network"], 403),  # every entry invalid: nobody
+        (["not-a-network", "127.0.0.0/8"], 200),  # the invalid entry is skipped
+        ([], 200),  # an empty list is the same as None
+    ],
+)
+def test_invalid_networks_fail_closed(networks: Any, status: int) -> None:
+    with override_settings(SENT_OTEL_METRICS_ALLOWED_NETWORKS=networks):
+        assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == status
+
+
+@pytest.mark.parametrize("header", [["HTTP_X_FORWARDED_FOR"], "x-forwarded-for", 7])
+def test_an_invalid_client_ip_header_uses_the_peer_address(header: Any) -> None:
+    with override_settings(
+        SENT_OTEL_METRICS_ALLOWED_NETWORKS=["10.0.0.0/8"], SENT_OTEL_METRICS_CLIENT_IP_HEADER=header
+    ):
+        spoofed = {"HTTP_X_FORWARDED_FOR": "10.0.0.1"}
+        assert Client().get("/metrics", REMOTE_ADDR="8.8.8.8", **spoofed).status_code == 403
+        assert Client().get("/metrics", REMOTE_ADDR="10.1.1.1").status_code == 200
+
+
 def test_login_required_middleware() -> None:
     from django.conf import settings
+    from django.core.checks.registry import registry
 
+    # Installing django.contrib.auth registers its system checks for good: restore them.
+    registered = set(registry.registered_checks)
+    try:
+        _login_required_metrics_and_site(settings)
+    finally:
+        registry.registered_checks = registered
+
+
+def _login_required_metrics_and_site(settings: Any) -> None:
     with override_settings(
         INSTALLED_APPS=[
             *settings.INSTALLED_APPS,

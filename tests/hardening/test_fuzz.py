@@ -13,8 +13,7 @@
   returns) get exactly the outcome the contract gives them, once, and the application's own
   exception comes out unchanged.
 
-Plugin bugs found here are listed in ``KNOWN_BUGS``, each with a strict ``xfail`` reproduction
-below; the properties skip exactly those inputs, so they keep guarding everything else.
+What the fuzzing found is kept below as regression tests.
 """
 
 from __future__ import annotations
@@ -32,10 +31,8 @@ from unittest import mock
 import prometheus_client
 import pytest
 from django.test import Client, override_settings
-from django.utils.module_loading import import_string
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -152,86 +149,6 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
 fuzzed_settings = st.fixed_dictionaries({}, optional=VALUES)
 
 
-# Known plugin bugs: each predicate says whether an input would hit one.
-
-
-def _leading_dot(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(".")
-
-
-def _not_iterable(value: Any) -> bool:
-    try:
-        iter(value)
-    except TypeError:
-        return True
-    return False
-
-
-def _unhashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return True
-    return False
-
-
-def _bad_buckets_for_prometheus(values: dict[str, Any]) -> bool:
-    buckets = values.get("METRICS_BUCKETS")
-    if buckets is None or not isinstance(buckets, (list, tuple)):
-        return False
-    try:
-        floats = [float(b) for b in buckets]
-    except (TypeError, ValueError):
-        return False
-    # A lone +Inf passes both the check and the plugin's validation; prometheus_client needs
-    # two bounds after adding its own +Inf.
-    return floats == [float("inf")]
-
-
-def _provider_breaks_runtime(values: dict[str, Any]) -> bool:
-    """The plugin's own resolution of SENT_OTEL_TRACER_PROVIDER gives something that
-    ``trace.get_tracer()`` rejects (pipeline.build() calls it outside its fallbacks)."""
-    if not bool(values.get("TRACING_ENABLED", True)):
-        return False
-    path = values.get("TRACER_PROVIDER")
-    if not path or not isinstance(path, str):
-        return False
-    try:
-        provider = import_string(path)
-        if callable(provider) and not hasattr(provider, "get_tracer"):
-            provider = provider()
-    except Exception:
-        return False  # the plugin falls back to the global provider
-    try:
-        trace.get_tracer("probe", tracer_provider=provider)
-    except Exception:
-        return True
-    return False
-
-
-KNOWN_BUGS = {
-    "check-raises-on-relative-path": lambda v: (
-        _leading_dot(v.get("METRICS_REGISTRY")) or _leading_dot(v.get("TRACER_PROVIDER"))
-    ),
-    "metrics-view-raises-on-bad-networks": lambda v: (
-        (bool(v.get("METRICS_ALLOWED_NETWORKS")) and _not_iterable(v["METRICS_ALLOWED_NETWORKS"]))
-        or (
-            bool(v.get("METRICS_ALLOWED_NETWORKS"))
-            and bool(v.get("METRICS_CLIENT_IP_HEADER"))
-            and _unhashable(v["METRICS_CLIENT_IP_HEADER"])
-        )
-    ),
-    "runtime-build-raises": lambda v: _provider_breaks_runtime(v) or _bad_buckets_for_prometheus(v),
-    "token-with-newline-passes-check": lambda v: (
-        isinstance(v.get("METRICS_TOKEN"), str) and v["METRICS_TOKEN"].endswith("\n")
-    ),
-}
-
-
-def known_bugs(values: dict[str, Any]) -> set[str]:
-    return {name for name, hits in KNOWN_BUGS.items() if hits(values)}
-
-
 # Settings fuzzing.
 
 fuzz_exporter = InMemorySpanExporter()
@@ -310,18 +227,13 @@ def _normal_responses(client: Client) -> None:
 @FUZZ
 @given(values=fuzzed_settings)
 def test_fuzzed_settings_never_break_checks_or_requests(values: dict[str, Any]) -> None:
-    bugs = known_bugs(values)
-    for bug in sorted(bugs):
-        event(f"known bug: {bug}")
     with fuzzed(values):
-        if "check-raises-on-relative-path" not in bugs:
-            ids = {m.id for m in checks.check_settings()}
-            assert ids <= KNOWN_IDS, ids
-            event("settings with errors" if ids else "settings the checks accept")
+        ids = {m.id for m in checks.check_settings()}
+        assert ids <= KNOWN_IDS, ids
+        event("settings with errors" if ids else "settings the checks accept")
         client = Client()
         _normal_responses(client)
-        if not bugs & {"metrics-view-raises-on-bad-networks", "runtime-build-raises"}:
-            assert client.get("/metrics").status_code in (200, 401, 403)
+        assert client.get("/metrics").status_code in (200, 401, 403)
 
 
 # Only values the README documents as valid.
@@ -413,7 +325,7 @@ def test_valid_settings_give_a_working_plugin(values: dict[str, Any]) -> None:
         assert env.exporter.get_finished_spans() == ()
 
 
-# Reproductions of the plugin bugs the fuzzing found (strict: they fail once fixed).
+# Regression tests for what the fuzzing found.
 
 
 @pytest.fixture
@@ -423,12 +335,11 @@ def isolated_registries() -> Iterator[None]:
         yield
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: check_settings() raises on '.x' paths")
 @pytest.mark.parametrize("setting", ["METRICS_REGISTRY", "TRACER_PROVIDER"])
 @pytest.mark.parametrize("value", [".x", "..x"])
-def test_bug_check_settings_raises_on_relative_dotted_path(setting: str, value: str) -> None:
-    # _check_import() only catches ImportError; import_string(".x") raises ValueError,
-    # import_string("..x") TypeError: `manage.py check` crashes instead of reporting E006/E010.
+def test_relative_dotted_path_is_a_check_error(setting: str, value: str) -> None:
+    # import_string(".x") raises ValueError and import_string("..x") TypeError, not
+    # ImportError: `manage.py check` must report E006/E010, not crash.
     with override_settings(**{PREFIX + setting: value}):
         ids = {m.id for m in checks.check_settings()}
     assert ids == {
@@ -436,7 +347,6 @@ def test_bug_check_settings_raises_on_relative_dotted_path(setting: str, value: 
     }
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: /metrics raises on invalid network settings")
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -445,30 +355,28 @@ def test_bug_check_settings_raises_on_relative_dotted_path(setting: str, value: 
         {"METRICS_ALLOWED_NETWORKS": ["127.0.0.0/8"], "METRICS_CLIENT_IP_HEADER": ["X"]},
     ],
 )
-def test_bug_metrics_view_raises_on_invalid_settings(overrides: dict[str, Any]) -> None:
-    # views._network_allowed/_client_ip read the raw settings (not the runtime's fallbacks):
-    # TypeError at request time (500), although the README says an invalid value never raises.
+def test_metrics_view_survives_invalid_settings(overrides: dict[str, Any]) -> None:
+    # The view reads the runtime's validated values: an invalid network list fails closed
+    # (403), an invalid header falls back to the peer address; never a 500.
     with override_settings(**{PREFIX + k: v for k, v in overrides.items()}):
         status = Client(raise_request_exception=False).get("/metrics").status_code
     assert status in (200, 403)
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: checks accept settings that break the runtime")
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "ids"),
     [
-        {"TRACER_PROVIDER": "opentelemetry.sdk.trace.TracerProvider"},
-        {"METRICS_BUCKETS": [float("inf")]},
+        ({"TRACER_PROVIDER": "opentelemetry.sdk.trace.TracerProvider"}, set()),
+        ({"METRICS_BUCKETS": [float("inf")]}, {"django_sent_otel.E005"}),
+        ({"METRICS_BUCKETS": [0.5, float("inf")]}, set()),
+        ({"METRICS_BUCKETS": [float("nan")]}, {"django_sent_otel.E005"}),
     ],
 )
-def test_bug_checked_settings_that_disable_tracking(
-    overrides: dict[str, Any], isolated_registries: None
+def test_edge_settings_keep_tracking(
+    overrides: dict[str, Any], ids: set[str], isolated_registries: None
 ) -> None:
-    # Both pass check_settings(). A class with get_tracer is used uncalled and
-    # get_tracer(provider) runs outside pipeline._safe(); a single +Inf bucket passes the
-    # plugin's validation but prometheus_client needs two buckets, and the namespace fallback
-    # retries with the same buckets. pipeline.build() raises on every request: nothing is
-    # tracked (an exception logged per request) and /metrics answers 500.
+    # A provider class is instantiated; a lone +Inf bucket (prometheus_client needs two
+    # bounds) is a check error and the runtime falls back to the default buckets.
     deliveries: list[Delivery] = []
 
     def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
@@ -477,7 +385,7 @@ def test_bug_checked_settings_that_disable_tracking(
     response_delivered.connect(receiver, weak=False)
     try:
         with override_settings(**{PREFIX + k: v for k, v in overrides.items()}):
-            assert checks.check_settings() == []
+            assert {m.id for m in checks.check_settings()} == ids
             client = Client(raise_request_exception=False)
             client.get("/small/")
             metrics_status = client.get("/metrics").status_code
@@ -486,22 +394,17 @@ def test_bug_checked_settings_that_disable_tracking(
     assert (len(deliveries), metrics_status) == (1, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: an invalid tracer provider breaks /metrics")
-def test_bug_invalid_tracer_provider_is_not_replaced_by_the_default() -> None:
-    # E010 reports it, but instead of "falls back to the default and logs why" (README),
-    # pipeline.build() raises on every request: nothing is tracked, /metrics answers 500.
+def test_invalid_tracer_provider_is_replaced_by_the_default() -> None:
+    # E010 reports it; at runtime the global provider is used and the reason logged.
     with override_settings(SENT_OTEL_TRACER_PROVIDER=REGISTRY_PATH):
         assert {m.id for m in checks.check_settings()} == {"django_sent_otel.E010"}
         status = Client(raise_request_exception=False).get("/metrics").status_code
     assert status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: a failed bucket change corrupts the metrics")
-def test_bug_failed_bucket_change_leaves_unregistered_metrics(isolated_registries: None) -> None:
-    # metrics.get_metrics() unregisters the cached collectors before building new ones; when
-    # building fails (here: a single +Inf bucket) the cache keeps the unregistered set. Every
-    # later valid bucket change raises KeyError, and back on the old buckets the plugin counts
-    # into collectors no registry exposes.
+def test_failed_bucket_change_keeps_the_metrics(isolated_registries: None) -> None:
+    # An unusable bucket list falls back to the defaults; the collectors in the registry are
+    # always the ones counted into, before, during and after the change.
     _fresh_objects()
     registry = fuzz_registry
     client = Client(raise_request_exception=False)
@@ -511,14 +414,12 @@ def test_bug_failed_bucket_change_leaves_unregistered_metrics(isolated_registrie
             client.get("/small/")
         client.get("/small/")
     labels = {"method": "GET", "route": "small/", "status": "200"}
-    assert registry.get_sample_value("django_http_responses_delivered_total", labels) == 2
+    assert registry.get_sample_value("django_http_responses_delivered_total", labels) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: a string EXCLUDED_PATHS excludes everything")
-def test_bug_excluded_paths_string_excludes_every_path() -> None:
-    # The check reports E002, but at runtime list("^/health$") makes every character a
-    # pattern; "/" matches every path, so nothing is tracked, silently (no log, no fallback to
-    # the default as the README promises).
+def test_excluded_paths_string_falls_back_to_the_default() -> None:
+    # The check reports E002; at runtime list("^/health$") would make "/" a pattern matching
+    # every path. The runtime falls back to the default instead.
     deliveries: list[Delivery] = []
 
     def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
@@ -533,15 +434,13 @@ def test_bug_excluded_paths_string_excludes_every_path() -> None:
     assert len(deliveries) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: E007/E009 accept a trailing newline")
 @pytest.mark.parametrize(
     ("setting", "value"),
     [("METRICS_TOKEN", "abcdefghijklmnopqrstuvwx\n"), ("METRICS_CLIENT_IP_HEADER", "HTTP_X\n")],
 )
-def test_bug_checks_accept_trailing_newline(setting: str, value: str) -> None:
-    # The regexes end with `$`, which also matches before a final newline. A token read from a
-    # secrets file keeps its newline, passes the check, and never matches (the header is
-    # stripped, the setting is not): /metrics answers 401 to everyone.
+def test_checks_reject_a_trailing_newline(setting: str, value: str) -> None:
+    # `$` also matches before a final newline: a token read from a secrets file keeps its
+    # newline and would never match the stripped header. The checks use full matches.
     with override_settings(**{PREFIX + setting: value}):
         assert checks.check_settings() != []
 
