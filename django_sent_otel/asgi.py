@@ -124,7 +124,7 @@ def _start(scope: Scope) -> Tracker | None:
         rt = runtime()
         if not rt.enabled or rt.is_excluded(scope.get("path", "")):
             return None
-        tracker = Tracker(scope.get("method", ""), rt.sinks)
+        tracker = Tracker(scope.get("method", ""), rt.sinks, returned_sinks=rt.returned_sinks)
         tracker.wrapped = True
         return tracker
     except Exception:

@@ -204,7 +204,8 @@ class DeliveryMiddleware:
 def _start(request: HttpRequest) -> Tracker | None:
     try:
         rt = runtime()
-        scope = getattr(request, "scope", None)
+        # Instance attributes read through __dict__: a missing attribute costs no exception.
+        scope = request.__dict__.get("scope")
         outer: Tracker | None = None if scope is None else scope.get(SCOPE_KEY)
         if not rt.enabled or rt.is_excluded(request.path_info):
             if outer is not None:
@@ -216,7 +217,9 @@ def _start(request: HttpRequest) -> Tracker | None:
         else:
             if scope is not None:
                 _warn_no_wrapper()
-            tracker = Tracker(request.method or "", rt.sinks, request=request)
+            tracker = Tracker(
+                request.method or "", rt.sinks, request=request, returned_sinks=rt.returned_sinks
+            )
         setattr(request, TRACKER_ATTR, tracker)
         return tracker
     except Exception:
@@ -248,7 +251,7 @@ def route_before_response(tracker: Tracker) -> None:
 
 def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker) -> None:
     try:
-        if getattr(request, UNTRACKED_ATTR, False):
+        if request.__dict__.get(UNTRACKED_ATTR):
             tracker.discard()
             return
         status = response.status_code

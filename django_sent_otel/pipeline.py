@@ -37,7 +37,16 @@ class Runtime:
     client may scrape. An invalid token or network list fails closed (nobody matches).
     """
 
-    __slots__ = ("enabled", "excluded", "ip_header", "metrics", "networks", "sinks", "token")
+    __slots__ = (
+        "enabled",
+        "excluded",
+        "ip_header",
+        "metrics",
+        "networks",
+        "returned_sinks",
+        "sinks",
+        "token",
+    )
 
     def __init__(
         self,
@@ -53,6 +62,8 @@ class Runtime:
         self.enabled = enabled
         self.excluded = excluded
         self.sinks = tuple(sinks)
+        # A sink whose class sets ``on_return = False`` has nothing to do at handler return.
+        self.returned_sinks = tuple(s for s in self.sinks if getattr(s, "on_return", True))
         self.metrics = metrics
         self.token = token
         self.networks = networks
@@ -202,8 +213,11 @@ def build() -> Runtime:
     if _safe("TRACING_ENABLED", lambda: conf.TRACING_ENABLED, True):
         from .tracing import TracingSink, get_tracer
 
-        tracer = _safe("TRACER_PROVIDER", _tracer, None) or get_tracer(None)
-        sinks.append(TracingSink(tracer))
+        tracer = _safe("TRACER_PROVIDER", _tracer, None)
+        if tracer is None or not conf.TRACER_PROVIDER:
+            sinks.append(TracingSink(get_tracer(None), live=False))
+        else:
+            sinks.append(TracingSink(tracer))
     if _safe("METRICS_ENABLED", lambda: conf.METRICS_ENABLED, True):
         from prometheus_client import REGISTRY
 

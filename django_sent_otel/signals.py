@@ -59,6 +59,7 @@ class SignalSink:
     """
 
     __slots__ = ()
+    on_return = False
 
     def handler_returned(self, tracker: Tracker) -> None:
         return None

@@ -1,17 +1,20 @@
 """The ``response-delivered`` span, through the OpenTelemetry API only.
 
-Without an SDK the global tracer is a no-op and the span costs next to nothing; attributes
-beyond the few given at start are only computed while the span is recording.
+Without an SDK the global tracer provider is the API's proxy and nothing is done; with one, the
+span is made in a single call at the end of delivery, started at the moment the handler
+returned.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -68,47 +71,87 @@ def _propagation_keys() -> tuple[str, ...]:
     return keys
 
 
+def _no_sdk(provider: object) -> bool:
+    return isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+_UNKNOWN = object()
+
+
+def _global_provider_is_real(env_names_one: bool) -> bool:
+    """Whether the global tracer provider is an SDK's (not the API's proxy or no-op).
+
+    Fast path: the API keeps the provider set in code in ``trace._TRACER_PROVIDER`` (None
+    until set). When it is unset and ``OTEL_PYTHON_TRACER_PROVIDER`` named none at start-up,
+    there is no SDK and the public ``get_tracer_provider()`` (an environment lookup) is not
+    needed.
+    """
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        if not env_names_one:
+            return False
+        provider = _UNKNOWN
+    if provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    return not _no_sdk(provider)
+
+
 class TracingSink:
-    """Starts the span when the handler returned and ends it when delivery ends."""
+    """Records one ``response-delivered`` span per response.
 
-    __slots__ = ("tracer",)
+    The parent context and start time are taken when the handler returns; the span is made in
+    one call when delivery ends, with every attribute, its start time set to that moment. With
+    the global provider and no SDK installed yet (the API's proxy or no-op provider), nothing
+    is done at all; the first request after an SDK provider is set makes real spans.
+    """
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    __slots__ = ("env_provider", "live", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, *, live: bool = True) -> None:
         self.tracer = tracer
+        #: False while the tracer may be the API's no-op: checked per request until it is not.
+        self.live = live
+        self.env_provider = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
-    def _start(self, tracker: Tracker, start_time: int | None) -> Any:
-        return self.tracer.start_span(
-            SPAN_NAME,
-            context=_parent_context(tracker),
-            kind=SpanKind.INTERNAL,
-            attributes={
-                "http.request.method": tracker.method,
-                "http.route": tracker.route,
-                "http.response.status_code": tracker.status_code,
-            },
-            start_time=start_time,
-        )
+    def _active(self) -> bool:
+        if not _global_provider_is_real(self.env_provider):
+            return False
+        self.live = True
+        return True
 
     def handler_returned(self, tracker: Tracker) -> None:
-        tracker.span = self._start(tracker, None)
+        if self.live or self._active():
+            tracker.trace_start = (_parent_context(tracker), time_ns())
 
     def finished(self, tracker: Tracker, delivery: Delivery) -> None:
-        span = tracker.span
-        if span is None:
+        start = tracker.trace_start
+        if start is None:
+            if tracker.returned_at is not None or not (self.live or self._active()):
+                return  # no SDK when the handler returned, or no start recorded
             # The outcome came before any response (the client left while the view ran):
             # the span covers the request from its start.
-            start = time_ns() - int(delivery.duration * 1e9)
-            span = tracker.span = self._start(tracker, start)
-        if span.is_recording():
-            attributes: dict[str, Any] = {
-                "http.response.body.size": delivery.bytes_sent,
-                "delivery.outcome": delivery.outcome,
-            }
-            if delivery.reason is not None:
-                attributes["error.type"] = delivery.reason
-                span.set_status(Status(StatusCode.ERROR, _DESCRIPTIONS[delivery.reason]))
-            span.set_attributes(attributes)
+            start = (_parent_context(tracker), time_ns() - int(delivery.duration * 1e9))
+        attributes: dict[str, Any] = {
+            "http.request.method": delivery.method,
+            "http.route": delivery.route,
+            "http.response.status_code": delivery.status_code,
+            "http.response.body.size": delivery.bytes_sent,
+            "delivery.outcome": delivery.outcome,
+        }
+        reason = delivery.reason
+        if reason is not None:
+            attributes["error.type"] = reason
+        span = self.tracer.start_span(
+            SPAN_NAME,
+            context=start[0],
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=start[1],
+        )
+        if reason is not None and span.is_recording():
+            span.set_status(Status(StatusCode.ERROR, _DESCRIPTIONS[reason]))
         span.end()
+        tracker.span = span
 
 
 _DESCRIPTIONS = {

@@ -181,3 +181,36 @@ def test_callbacks_run_in_order_and_failures_are_logged(caplog: pytest.LogCaptur
     run_callbacks([lambda d: seen.append("a"), boom, lambda d: seen.append("b")], delivery)
     assert seen == ["a", "b"]
     assert "callback bug" in caplog.text
+
+
+def test_tracing_sink_does_nothing_until_an_sdk_provider_is_global(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from django_sent_otel.tracing import TracingSink
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sink = TracingSink(provider.get_tracer("test"), live=False)
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    tracker = Tracker("GET", [sink])
+    tracker.handler_returned(route="a/", status_code=200)
+    assert tracker.trace_start is None
+    tracker.finish()
+    assert exporter.get_finished_spans() == () and not sink.live
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    tracker = Tracker("GET", [sink])
+    tracker.handler_returned(route="a/", status_code=200)
+    tracker.finish()
+    (span,) = exporter.get_finished_spans()
+    assert sink.live
+    assert span.attributes is not None and span.attributes["http.route"] == "a/"
+    assert span.start_time is not None and span.end_time is not None
+    assert span.start_time <= span.end_time

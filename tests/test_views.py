@@ -258,3 +258,34 @@ def test_direct_use_of_delivery_metrics() -> None:
         )
         == 30
     )
+
+
+def _exemplar_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "trace_id" in line]
+
+
+def test_exemplars_are_throttled_per_series(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_sent_otel import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "EXEMPLAR_INTERVAL", 3600.0)
+    Client().get("/small/")
+    Client().get("/small/")
+    first, second = spans.get_finished_spans()
+    text = Client().get("/metrics", HTTP_ACCEPT=OPENMETRICS).content.decode()
+    lines = _exemplar_lines(text)
+    assert lines  # the first request's trace, on each series it touched
+    assert all(format(first.context.trace_id, "032x") in line for line in lines)
+    assert not any(format(second.context.trace_id, "032x") in line for line in lines)
+
+    monkeypatch.setattr(metrics_module, "EXEMPLAR_INTERVAL", 0.0)
+    Client().get("/small/")
+    third = spans.get_finished_spans()[2]
+    text = Client().get("/metrics", HTTP_ACCEPT=OPENMETRICS).content.decode()
+    counter = [
+        line
+        for line in _exemplar_lines(text)
+        if line.startswith("django_http_responses_delivered_total")
+    ]
+    assert len(counter) == 1 and format(third.context.trace_id, "032x") in counter[0]

@@ -1,0 +1,125 @@
+"""Instructions per request under callgrind: ``python -m benchmarks.instructions``.
+
+Wall-clock microseconds on a shared two-core machine move by 10-30 % between runs; instruction
+counts do not. Each configuration runs the in-process WSGI loop of :mod:`benchmarks.inproc`
+under ``valgrind --tool=callgrind`` twice, with ``--small`` and ``--large`` requests after the
+same warm-up; the difference of the two totals divided by the difference of the counts is the
+cost of one request, free of start-up. Configurations with the SDK run a background export
+thread, so their counts vary by a fraction of a percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks import configs
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIGS = (
+    "bare",
+    "floor-metrics",
+    "plugin-metrics",
+    "plugin-noop",
+    "floor-span",
+    "plugin-sdk",
+    "django-prometheus",
+    "otel-django",
+    "otel-django-plugin",
+)
+BASELINE = {"otel-django-plugin": "otel-django"}
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def _loop(n: int, warmup: int) -> None:
+    """Runs in the measured process: build the application, warm up, serve ``n`` requests."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+    from benchmarks import app, inproc
+
+    run = inproc.wsgi_runner(app.wsgi_application())
+    run(warmup)
+    run(n)
+
+
+def _instructions(valgrind: str, config: str, n: int, warmup: int) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env[configs.ENV_VAR] = config
+    env["PYTHONPATH"] = str(ROOT)
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/out",
+                sys.executable,
+                "-m",
+                "benchmarks.instructions",
+                "--child",
+                str(n),
+                "--warmup",
+                str(warmup),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    match = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or match is None:
+        raise SystemExit(f"callgrind run of {config} failed:\n{done.stderr[-3000:]}")
+    return int(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--large", type=int, default=2500)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        _loop(args.child, args.warmup)
+        return 0
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is needed (Debian package valgrind)")
+    per_request: dict[str, float] = {}
+    for name in args.configs:
+        cfg = configs.get(name)
+        if cfg.missing():
+            print(f"{name}: skipped, missing {', '.join(cfg.missing())}")
+            continue
+        small = _instructions(valgrind, name, args.small, args.warmup)
+        large = _instructions(valgrind, name, args.large, args.warmup)
+        per_request[name] = (large - small) / (args.large - args.small)
+        print(f"{name}: {per_request[name] / 1000:.1f}k instructions/request", flush=True)
+
+    print()
+    print(
+        f"Measured with `python -m benchmarks.instructions` ({args.large} - {args.small} requests)"
+    )
+    print()
+    print("| configuration | k instructions/request | delta vs | delta k instructions |")
+    print("|---|---|---|---|")
+    for name, value in per_request.items():
+        base = BASELINE.get(name, "bare")
+        delta = ""
+        if name != base and base in per_request:
+            delta = f"{(value - per_request[base]) / 1000:+.1f}"
+        shown_base = base if delta else ""
+        print(f"| {configs.get(name).label} | {value / 1000:.1f} | {shown_base} | {delta} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
