@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test test-fast lint demo bench clean
+.PHONY: test test-django6 lint demo bench bench-instructions clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,18 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The whole suite on Django 5.2, then again on Django 6 (Python 3.12+).
+# The whole suite on Django 5.2; on Django 6 (Python 3.12+) the in-process suite and the
+# ASGI servers' outcome matrix (Django's ASGI handler is what changes between versions).
 test: $(VENV)/.installed $(VENV6)/.installed
 	bash scripts/install-system-deps
 	$(MAKE) lint
 	$(VENV)/bin/python -m pytest
+	$(VENV6)/bin/python -m pytest -m "not servers"
+	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne"
+
+# The whole suite on Django 6 as well.
+test-django6: $(VENV6)/.installed
+	bash scripts/install-system-deps
 	$(VENV6)/bin/python -m pytest
 
 demo: $(VENV)/.installed
@@ -40,6 +47,10 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed
 	bash scripts/install-system-deps
 	$(VENV)/bin/python -m benchmarks
+
+# Instructions per request under callgrind: repeatable on a busy machine (needs valgrind).
+bench-instructions: $(VENV)/.installed
+	$(VENV)/bin/python -m benchmarks.instructions
 
 clean:
 	rm -rf $(VENV) $(VENV6) build dist *.egg-info

@@ -86,6 +86,13 @@ class DeliveryMetrics:
             multiprocess_mode="livesum",
             **common,
         )
+        # The gauge's value object, updated directly on every request (Gauge.inc/dec add a
+        # check and a call each); the public methods when prometheus_client has no such object.
+        value: Any = getattr(self.sending, "_value", None)
+        if callable(getattr(value, "inc", None)):
+            self.sending_inc = value.inc
+        else:
+            self.sending_inc = self.sending.inc
         self._children: dict[_Key, _Children] = {}
         self._lock = threading.Lock()
         self._exemplar_at: dict[tuple[_Key, int], float] = {}
@@ -242,9 +249,9 @@ class MetricsSink:
         self.exemplars = exemplars and multiprocess_dir() is None
 
     def handler_returned(self, tracker: Tracker) -> None:
-        self.metrics.sending.inc()
+        self.metrics.sending_inc(1)
 
     def finished(self, tracker: Tracker, delivery: Delivery) -> None:
         if tracker.returned_at is not None:
-            self.metrics.sending.dec()
+            self.metrics.sending_inc(-1)
         self.metrics.record(delivery, tracker.span if self.exemplars else None)

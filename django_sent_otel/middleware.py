@@ -20,7 +20,7 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import TRACKER_ATTR
-from .delivery import CLIENT_DISCONNECT, STREAM_ERROR, Tracker, classify, is_bodiless
+from .delivery import CLIENT_DISCONNECT, STREAM_ERROR, Tracker, classify
 from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
@@ -31,6 +31,7 @@ SCOPE_KEY = "django_sent_otel.tracker"
 UNTRACKED_ATTR = "_sent_otel_untracked"
 
 _PLAIN, _STREAM, _FILE, _FILE_WRAPPER, _BODILESS = range(5)
+_BODILESS_STATUSES = frozenset({204, 304})  # with 1xx: see delivery.is_bodiless
 _warned_no_wrapper = False
 
 
@@ -100,7 +101,12 @@ class _CloseHook:
         tracker = self.tracker
         reason = None
         try:
-            reason = self._reason(response, tracker)
+            if self.mode == _PLAIN:  # the common case, inline: only an exception can fail it
+                exc = sys.exc_info()[1]
+                if exc is not None:
+                    reason = classify(exc)
+            else:
+                reason = self._reason(response, tracker)
         except Exception:  # never let accounting break the server's close()
             logger.exception("django-sent-otel: could not classify a delivery")
         response.__dict__.pop("close", None)
@@ -138,17 +144,6 @@ def _content_length(response: HttpResponseBase) -> int | None:
         return int(response.headers["Content-Length"])
     except (KeyError, ValueError):
         return None
-
-
-def _plain_length(response: HttpResponseBase) -> int:
-    """Body length without joining a body built with ``write()`` (``.content`` copies it)."""
-    container = getattr(response, "_container", None)
-    if isinstance(container, list):
-        try:
-            return sum(map(len, container))
-        except TypeError:
-            pass
-    return len(response.content)  # type: ignore[attr-defined]
 
 
 def _position(response: HttpResponseBase) -> int | None:
@@ -227,15 +222,6 @@ def _start(request: HttpRequest) -> Tracker | None:
         return None
 
 
-def _set_route(request: HttpRequest, tracker: Tracker) -> str | None:
-    match = request.resolver_match
-    if match is None:
-        return None
-    route = match.route or "/"
-    tracker.route = route
-    return route
-
-
 def route_before_response(tracker: Tracker) -> None:
     """Take the route from the request when delivery ends before the handler returned.
 
@@ -255,12 +241,15 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
             tracker.discard()
             return
         status = response.status_code
+        match = request.resolver_match
         tracker.handler_returned(
-            route=_set_route(request, tracker), status_code=status, response=response
+            route=None if match is None else match.route or "/",
+            status_code=status,
+            response=response,
         )
         if tracker.wrapped or tracker.done:
             return  # the ASGI wrapper decides the outcome
-        if is_bodiless(tracker.method, status):
+        if tracker.method == "HEAD" or status in _BODILESS_STATUSES or 100 <= status < 200:
             mode = _BODILESS
         elif isinstance(response, FileResponse) and response.file_to_stream is not None:
             uses_wrapper = request.META.get("wsgi.file_wrapper") is not None
@@ -274,7 +263,13 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
                 response.streaming_content = _sync_body(content, tracker)  # type: ignore[attr-defined]
         else:
             mode = _PLAIN
-            tracker.bytes_sent = _plain_length(response)
+            container = response.__dict__.get("_container")
+            if type(container) is list:
+                # The body's parts, summed: ``.content`` would join (copy) them.
+                tracker.bytes_sent = sum(map(len, container))
+            else:
+                content = getattr(response, "content", b"")
+                tracker.bytes_sent = len(content) if isinstance(content, bytes) else 0
         response.close = _CloseHook(tracker, response, mode)  # type: ignore[method-assign]
     except Exception:
         logger.exception("django-sent-otel: could not observe a response")

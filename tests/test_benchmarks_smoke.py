@@ -85,3 +85,23 @@ def test_quick_benchmark_prints_every_row() -> None:
         assert "python reads" in markdown
     assert "ERROR:" not in out
     assert " 0 ERROR," in out.rpartition("Summary:")[2]
+
+
+def test_instruction_count_benchmark_runs() -> None:
+    """``python -m benchmarks.instructions`` with tiny counts prints a positive count per row."""
+    from tests.conftest import need_binary
+
+    need_binary(shutil.which("valgrind"), "valgrind")
+    argv = [sys.executable, "-m", "benchmarks.instructions", "--configs", "bare"]
+    argv += ["plugin-metrics", "--small", "20", "--large", "60", "--warmup", "10"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| configuration |")
+    values = {row.split(" | ")[0][2:]: float(row.split(" | ")[1]) for row in rows[1:]}
+    assert set(values) == {label("bare"), label("plugin-metrics")}
+    assert all(value > 0 for value in values.values())
