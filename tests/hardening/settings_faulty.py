@@ -3,7 +3,8 @@
 Imported by the server process (``DJANGO_SETTINGS_MODULE=tests.hardening.settings_faulty``):
 
 - the metrics sink: ``DeliveryMetrics.record`` raises;
-- the tracing sink: the tracer provider's span processor raises on span start and end;
+- the tracing sink: the tracer provider's span processor raises on span start and end (the
+  span is made when delivery ends, so its sink fails there);
 - the signal: a ``response_delivered`` receiver raises;
 - the callbacks: a middleware registers an ``on_delivered`` callback that raises, on every
   request.
