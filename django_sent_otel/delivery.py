@@ -242,10 +242,25 @@ class Tracker:
         return delivery
 
 
+_failed_callbacks: set[str] = set()
+
+
 def run_callbacks(callbacks: Sequence[Callable[[Delivery], object]], delivery: Delivery) -> None:
-    """Run user callbacks in order; an exception is logged with its traceback and swallowed."""
+    """Run user callbacks in order; an exception is swallowed and logged with its traceback
+    (once per callback function at ERROR, later ones at DEBUG, so a failing callback cannot
+    flood the logs)."""
     for callback in callbacks:
         try:
             callback(delivery)
         except Exception:
-            logger.exception("django-sent-otel: on_delivered callback %r raised", callback)
+            name = getattr(callback, "__qualname__", type(callback).__qualname__)
+            key = f"{getattr(callback, '__module__', '')}.{name}"
+            if key in _failed_callbacks:
+                logger.debug("django-sent-otel: on_delivered callback %s raised again", key)
+                continue
+            _failed_callbacks.add(key)
+            logger.exception(
+                "django-sent-otel: on_delivered callback %r raised (logged once; the response "
+                "is not affected)",
+                callback,
+            )

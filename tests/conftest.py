@@ -11,6 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from django_sent_otel.delivery import Delivery
+from django_sent_otel.signals import response_delivered
 from tests import slots
 
 REQUIRE_TOOLS = os.environ.get("CI", "").lower() == "true"
@@ -23,6 +25,19 @@ def need_binary(path: str | None, name: str) -> None:
     if REQUIRE_TOOLS:
         pytest.fail(f"{name} is required under CI=true but was not found")
     pytest.skip(f"{name} is not installed")
+
+
+@pytest.fixture
+def deliveries() -> Iterator[list[Delivery]]:
+    """Every delivery the ``response_delivered`` signal reports during the test."""
+    seen: list[Delivery] = []
+
+    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
+        seen.append(delivery)
+
+    response_delivered.connect(receiver, weak=False)
+    yield seen
+    response_delivered.disconnect(receiver)
 
 
 @pytest.fixture

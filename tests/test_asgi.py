@@ -12,22 +12,9 @@ from prometheus_client import CollectorRegistry
 from django_sent_otel import signals
 from django_sent_otel.asgi import DeliveryASGIMiddleware, get_asgi_application
 from django_sent_otel.delivery import Delivery
-from django_sent_otel.signals import response_delivered
 from tests.conftest import sample
 
 pytestmark = pytest.mark.usefixtures("registry")
-
-
-@pytest.fixture
-def deliveries() -> Any:
-    seen: list[Delivery] = []
-
-    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
-        seen.append(delivery)
-
-    response_delivered.connect(receiver, weak=False)
-    yield seen
-    response_delivered.disconnect(receiver)
 
 
 def scope(path: str, method: str = "GET") -> dict[str, Any]:

@@ -181,6 +181,9 @@ def test_callbacks_run_in_order_and_failures_are_logged(caplog: pytest.LogCaptur
     run_callbacks([lambda d: seen.append("a"), boom, lambda d: seen.append("b")], delivery)
     assert seen == ["a", "b"]
     assert "callback bug" in caplog.text
+    run_callbacks([boom], delivery)  # fails again: logged once only
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "boom" in r.getMessage()]
+    assert len(errors) == 1
 
 
 def test_tracing_sink_does_nothing_until_an_sdk_provider_is_global(

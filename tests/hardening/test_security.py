@@ -19,9 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.test import Client, override_settings
@@ -30,24 +28,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from django_sent_otel.delivery import METHODS, Delivery
-from django_sent_otel.signals import response_delivered
 from tests.hardening.support import raw_status, start
 from tests.harness.servers import Server
 
 TOKEN = "hardening-Token_0123456789.abc~XYZ"
 ROUTES = {"small/", "articles/<int:year>/", "stream/", "unmatched", "callback/", "empty/"}
-
-
-@pytest.fixture
-def deliveries() -> Iterator[list[Delivery]]:
-    seen: list[Delivery] = []
-
-    def receiver(sender: Any, delivery: Delivery, **kwargs: Any) -> None:
-        seen.append(delivery)
-
-    response_delivered.connect(receiver, weak=False)
-    yield seen
-    response_delivered.disconnect(receiver)
 
 
 def test_no_request_data_in_labels_or_span_attributes(
