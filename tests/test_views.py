@@ -289,3 +289,32 @@ def test_exemplars_are_throttled_per_series(
         if line.startswith("django_http_responses_delivered_total")
     ]
     assert len(counter) == 1 and format(third.context.trace_id, "032x") in counter[0]
+
+
+@pytest.mark.parametrize(("disable", "created"), [("True", False), ("", True)])
+def test_prometheus_disable_created_series_is_honoured(disable: str, created: bool) -> None:
+    """prometheus_client reads the switch at import: check it in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from prometheus_client import CollectorRegistry, generate_latest\n"
+        "from django_sent_otel.delivery import Delivery\n"
+        "from django_sent_otel.metrics import DeliveryMetrics\n"
+        "r = CollectorRegistry()\n"
+        "d = Delivery('delivered', None, 'GET', 'a/', 200, 1, 0.1, 0.1)\n"
+        "DeliveryMetrics(registry=r).record(d)\n"
+        "print(generate_latest(r).decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_DISABLE_CREATED_SERIES": disable}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "django_http_responses_delivered_total" in out
+    assert ("_created" in out) is created
