@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import os
 import sys
@@ -39,6 +38,7 @@ from opentelemetry.sdk.trace.export import (
 from prometheus_client import CollectorRegistry
 
 import django_sent_otel
+from benchmarks.inproc import wsgi_environ
 
 # Sinks of the plugin, named by the settings module.
 
@@ -132,25 +132,15 @@ _REQUESTS = (
 
 
 def _environ(method: str, path_info: str) -> dict[str, Any]:
-    return {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path_info,
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "testserver",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": FileWrapper,
-    }
+    # The benchmarks' minimal WSGI environ, for the test project's host, with a file wrapper.
+    return wsgi_environ(
+        path_info,
+        REQUEST_METHOD=method,
+        SERVER_NAME="testserver",
+        SERVER_PORT="80",
+        HTTP_HOST="testserver",
+        **{"wsgi.file_wrapper": FileWrapper},
+    )
 
 
 def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
