@@ -12,7 +12,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from .conf import PREFIX
-from .pipeline import valid_buckets, valid_token
+from .pipeline import valid_buckets, valid_meta_key, valid_token
 
 MIDDLEWARE_PATH = "django_sent_otel.middleware.DeliveryMiddleware"
 OTEL_MIDDLEWARE = (
@@ -37,7 +37,6 @@ IDS = {
 
 _MISSING = object()
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_META_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 def _error(code: str, hint: str, value: Any = _MISSING) -> Error:
@@ -80,11 +79,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         )
     errors += _check_networks(_setting("METRICS_ALLOWED_NETWORKS"))
     header = _setting("METRICS_CLIENT_IP_HEADER")
-    if (
-        header is not _MISSING
-        and header is not None
-        and not (isinstance(header, str) and _META_KEY.fullmatch(header))
-    ):
+    if header is not _MISSING and header is not None and not valid_meta_key(header):
         errors.append(_error("E009", "Use a META key such as 'HTTP_X_FORWARDED_FOR'.", header))
     errors += _check_import("TRACER_PROVIDER", "E010", _is_provider)
     return errors

@@ -153,7 +153,7 @@ class Tracker:
         request: Any = None,
         returned_sinks: Sequence[Sink] | None = None,
     ) -> None:
-        self.method = method if method in METHODS else normalize_method(method)
+        self.method = normalize_method(method)
         self.sinks = sinks
         # The sinks with work to do when the handler returns (all of them unless told).
         self.returned_sinks = sinks if returned_sinks is None else returned_sinks

@@ -21,6 +21,8 @@ from .delivery import Delivery, Tracker
 
 _Children = tuple[Any, Any, Any, Any]
 _Key = tuple[str, str, int, str | None]
+_Exemplar = dict[str, str] | None
+_Exemplars = tuple[_Exemplar, _Exemplar, _Exemplar]
 
 #: At most one exemplar per series (histogram bucket, counter) per this many seconds. Prometheus
 #: keeps only the latest exemplar of a series and scrapes every few seconds, so this loses no
@@ -141,45 +143,43 @@ class DeliveryMetrics:
         children = self._children.get(key) or self._bind(key)
         outcome, duration, send_duration, sent_bytes = children
         if delivery.reason is None:
-            if span is None:
+            due = None if span is None else self._exemplars(key, delivery, span)
+            if due is None:
                 outcome.inc()
                 duration.observe(delivery.duration)
                 send_duration.observe(delivery.send_duration)
             else:
-                self._record_with_exemplars(key, children, delivery, span)
+                outcome.inc(1, due[0])
+                duration.observe(delivery.duration, due[1])
+                send_duration.observe(delivery.send_duration, due[2])
         else:
             outcome.inc()
         sent_bytes.inc(delivery.bytes_sent)
 
-    def _record_with_exemplars(
-        self, key: _Key, children: _Children, delivery: Delivery, span: Any
-    ) -> None:
-        outcome, duration, send_duration, _ = children
-        exemplar = None
-        slots = (False, False, False)
+    def _exemplars(self, key: _Key, delivery: Delivery, span: Any) -> _Exemplars | None:
+        """The exemplar for each of the three series a delivery updates (None where one is
+        not due), or None when the span is not sampled or no series is due."""
         ctx = span.get_span_context()
-        if ctx.trace_flags.sampled:
-            buckets = self.buckets
-            now = monotonic()
-            due = self._due
-            slots = (
-                due(key, -1, now),
-                due(key, bisect_left(buckets, delivery.duration), now),
-                due(key, 100 + bisect_left(buckets, delivery.send_duration), now),
-            )
-            if any(slots):
-                exemplar = {
-                    "trace_id": format(ctx.trace_id, "032x"),
-                    "span_id": format(ctx.span_id, "016x"),
-                }
-        if exemplar is None:
-            outcome.inc()
-            duration.observe(delivery.duration)
-            send_duration.observe(delivery.send_duration)
-            return
-        outcome.inc(1, exemplar if slots[0] else None)
-        duration.observe(delivery.duration, exemplar if slots[1] else None)
-        send_duration.observe(delivery.send_duration, exemplar if slots[2] else None)
+        if not ctx.trace_flags.sampled:
+            return None
+        buckets = self.buckets
+        now = monotonic()
+        slots = (
+            self._due(key, -1, now),
+            self._due(key, bisect_left(buckets, delivery.duration), now),
+            self._due(key, 100 + bisect_left(buckets, delivery.send_duration), now),
+        )
+        if not any(slots):
+            return None
+        exemplar = {
+            "trace_id": format(ctx.trace_id, "032x"),
+            "span_id": format(ctx.span_id, "016x"),
+        }
+        return (
+            exemplar if slots[0] else None,
+            exemplar if slots[1] else None,
+            exemplar if slots[2] else None,
+        )
 
     def _due(self, key: _Key, slot: int, now: float) -> bool:
         """Whether a series (a counter, or one histogram bucket) may take an exemplar now."""

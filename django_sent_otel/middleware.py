@@ -20,7 +20,7 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import TRACKER_ATTR
-from .delivery import CLIENT_DISCONNECT, STREAM_ERROR, Tracker, classify
+from .delivery import CLIENT_DISCONNECT, STREAM_ERROR, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
@@ -31,7 +31,6 @@ SCOPE_KEY = "django_sent_otel.tracker"
 UNTRACKED_ATTR = "_sent_otel_untracked"
 
 _PLAIN, _STREAM, _FILE, _FILE_WRAPPER, _BODILESS = range(5)
-_BODILESS_STATUSES = frozenset({204, 304})  # with 1xx: see delivery.is_bodiless
 _warned_no_wrapper = False
 
 
@@ -101,12 +100,7 @@ class _CloseHook:
         tracker = self.tracker
         reason = None
         try:
-            if self.mode == _PLAIN:  # the common case, inline: only an exception can fail it
-                exc = sys.exc_info()[1]
-                if exc is not None:
-                    reason = classify(exc)
-            else:
-                reason = self._reason(response, tracker)
+            reason = self._reason(response, tracker)
         except Exception:  # never let accounting break the server's close()
             logger.exception("django-sent-otel: could not classify a delivery")
         response.__dict__.pop("close", None)
@@ -249,7 +243,7 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
         )
         if tracker.wrapped or tracker.done:
             return  # the ASGI wrapper decides the outcome
-        if tracker.method == "HEAD" or status in _BODILESS_STATUSES or 100 <= status < 200:
+        if is_bodiless(tracker.method, status):
             mode = _BODILESS
         elif isinstance(response, FileResponse) and response.file_to_stream is not None:
             uses_wrapper = request.META.get("wsgi.file_wrapper") is not None

@@ -147,12 +147,17 @@ def resolve_provider(obj: Any) -> Any:
     return obj
 
 
-def _tracer() -> Any:
+def _given_tracer() -> Any:
+    """The tracer of the provider ``SENT_OTEL_TRACER_PROVIDER`` names; None when unset."""
     from .tracing import get_tracer
 
     path = conf.TRACER_PROVIDER
-    provider = resolve_provider(import_string(path)) if path else None
-    return get_tracer(provider)
+    return get_tracer(resolve_provider(import_string(path))) if path else None
+
+
+def valid_meta_key(value: Any) -> bool:
+    """A ``request.META`` key such as ``HTTP_X_FORWARDED_FOR``."""
+    return isinstance(value, str) and _META_KEY.fullmatch(value) is not None
 
 
 def valid_token(value: Any) -> bool:
@@ -174,12 +179,12 @@ def _networks() -> tuple[Network, ...] | None:
     value = conf.METRICS_ALLOWED_NETWORKS
     if value is None:
         return None
-    networks: list[Network] = []
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         _invalid("METRICS_ALLOWED_NETWORKS")  # fail closed: nobody is allowed
         return ()
     if not value:
         return None
+    networks: list[Network] = []
     for entry in value:
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
@@ -189,10 +194,10 @@ def _networks() -> tuple[Network, ...] | None:
 
 
 def _ip_header() -> str | None:
-    value: object = conf.METRICS_CLIENT_IP_HEADER
+    value = conf.METRICS_CLIENT_IP_HEADER
     if value is None:
         return None
-    if not isinstance(value, str) or _META_KEY.fullmatch(value) is None:
+    if not valid_meta_key(value):
         _invalid("METRICS_CLIENT_IP_HEADER")  # the peer address is used
         return None
     return value
@@ -213,11 +218,11 @@ def build() -> Runtime:
     if _safe("TRACING_ENABLED", lambda: conf.TRACING_ENABLED, True):
         from .tracing import TracingSink, get_tracer
 
-        tracer = _safe("TRACER_PROVIDER", _tracer, None)
-        if tracer is None or not conf.TRACER_PROVIDER:
-            sinks.append(TracingSink(get_tracer(None), live=False))
-        else:
+        tracer = _safe("TRACER_PROVIDER", _given_tracer, None)
+        if tracer is not None:
             sinks.append(TracingSink(tracer))
+        else:  # the global provider, which may still be the API's proxy
+            sinks.append(TracingSink(get_tracer(None), live=False))
     if _safe("METRICS_ENABLED", lambda: conf.METRICS_ENABLED, True):
         from prometheus_client import REGISTRY
 
