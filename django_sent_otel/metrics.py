@@ -255,3 +255,28 @@ class MetricsSink:
         if tracker.returned_at is not None:
             self.metrics.sending_inc(-1)
         self.metrics.record(delivery, tracker.span if self.exemplars else None)
+
+
+def build_sink() -> MetricsSink | None:
+    """The metrics sink the settings ask for (None when disabled). A namespace or bucket set
+    that cannot be registered (a name clash) falls back to the defaults, then to no metrics."""
+    from .conf import conf
+    from .delivery import log_once, logger
+
+    if not conf.METRICS_ENABLED:
+        return None
+    registry = conf.METRICS_REGISTRY
+    for namespace, buckets in ((conf.METRICS_NAMESPACE, conf.METRICS_BUCKETS), ("django", None)):
+        try:
+            metrics = get_metrics(registry, namespace, buckets or DEFAULT_BUCKETS)
+        except Exception:
+            log_once(
+                logger,
+                f"metrics {namespace}",
+                "django-sent-otel: could not register the metrics of namespace %r",
+                namespace,
+                error=True,
+            )
+            continue
+        return MetricsSink(metrics, exemplars=conf.METRICS_EXEMPLARS)
+    return None
