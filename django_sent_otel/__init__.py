@@ -29,7 +29,6 @@ def on_delivered(request: Any, callback: Callable[[Delivery], object]) -> bool:
     if tracker is None or tracker.done:
         log_once(
             logging.getLogger("django_sent_otel"),
-            "on_delivered untracked",
             "django-sent-otel: on_delivered() called for a request that is not tracked "
             "(disabled, excluded path, DeliveryMiddleware missing, or delivery already "
             "ended); the callback will not run",

@@ -29,24 +29,11 @@ logger = logging.getLogger("django_sent_otel")
 PREFIX: Final = "SENT_OTEL_"
 
 # OpenTelemetry's HTTP server duration buckets, extended for long downloads.
+# fmt: off
 DEFAULT_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    30.0,
-    60.0,
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 )
+# fmt: on
 DEFAULT_EXCLUDED_PATHS: Final = (r"^/metrics$",)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,9 +53,7 @@ class SettingError(ValueError):
 
     def __init__(self, hint: str, *, got: Any = UNSET, fallback: Any = UNSET) -> None:
         super().__init__(hint)
-        self.hint = hint
-        self.got = got
-        self.fallback = fallback
+        self.hint, self.got, self.fallback = hint, got, fallback
 
 
 class PatternError(SettingError):
@@ -229,14 +214,9 @@ def parsed(setting: Setting) -> Any:
     try:
         return setting.parse(value)
     except SettingError as exc:
-        log_once(
-            logger,
-            f"setting {setting.name}={value!r}",
-            "django-sent-otel: setting %s%s is invalid (see manage.py check): %s",
-            PREFIX,
-            setting.name,
-            exc.hint,
-        )
+        message = "django-sent-otel: setting %s%s is invalid (see manage.py check): %s"
+        key = f"setting {setting.name}={value!r}"
+        log_once(logger, message, PREFIX, setting.name, exc.hint, key=key)
         if exc.fallback is not UNSET:
             return exc.fallback
         return setting.parse(setting.default)

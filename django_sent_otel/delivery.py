@@ -18,7 +18,6 @@ from ._compat import new_tuple
 
 logger = logging.getLogger("django_sent_otel")
 
-# Keys the adapters share, beside the tracker they carry.
 #: The request attribute holding its tracker (read by ``on_delivered``).
 TRACKER_ATTR: Final = "_sent_otel_tracker"
 #: The scope key under which the ASGI wrapper hands the middleware its decision: the tracker,
@@ -105,9 +104,12 @@ class Delivery(NamedTuple):
 _logged: set[str] = set()
 
 
-def log_once(log: logging.Logger, key: str, msg: str, *args: Any, error: bool = False) -> None:
-    """Log the first time ``key`` is seen (a warning, or the current exception when ``error``),
-    at DEBUG after that: a recurring problem never floods the logs."""
+def log_once(
+    log: logging.Logger, msg: str, *args: Any, key: str | None = None, error: bool = False
+) -> None:
+    """Log the first time ``key`` (default: ``msg``) is seen, as a warning or, with ``error``,
+    the current exception; at DEBUG after that: a recurring problem never floods the logs."""
+    key = key or msg
     if key in _logged:
         log.debug(msg, *args, exc_info=error)
         return
@@ -135,9 +137,8 @@ class Sink(Protocol):
 def _sink_failed(sink: object, event: str) -> None:
     """Log a sink's exception with its traceback once per sink and event, never raise."""
     key = f"{type(sink).__qualname__}.{event}"
-    log_once(
-        logger, key, "django-sent-otel: %s failed; the response is not affected", key, error=True
-    )
+    message = "django-sent-otel: %s failed; the response is not affected"
+    log_once(logger, message, key, key=key, error=True)
 
 
 #: The slots the tracing sink keeps its state in: its start (parent context, time) between
@@ -154,7 +155,7 @@ class Tracker:
     handed over, and :meth:`finish` when delivery ends. The first :meth:`finish` decides;
     later calls are no-ops. The tracker holds the request and response only until it
     finishes, so it never keeps a reference cycle alive. Adapter state (how the body ended)
-    stays in the adapters; sinks keep theirs in the slots they declare below.
+    stays in the adapters; the tracing sink keeps its own in :data:`TRACING_SLOTS`.
     """
 
     __slots__ = (
@@ -279,6 +280,11 @@ class Tracker:
         return delivery
 
 
+_CALLBACK_RAISED = (
+    "django-sent-otel: on_delivered callback %r raised (logged once; the response is not affected)"
+)
+
+
 def run_callbacks(callbacks: Sequence[Callable[[Delivery], object]], delivery: Delivery) -> None:
     """Run user callbacks in order; an exception is swallowed and logged with its traceback
     (once per callback function at ERROR, later ones at DEBUG, so a failing callback cannot
@@ -288,11 +294,5 @@ def run_callbacks(callbacks: Sequence[Callable[[Delivery], object]], delivery: D
             callback(delivery)
         except Exception:
             name = getattr(callback, "__qualname__", type(callback).__qualname__)
-            log_once(
-                logger,
-                f"callback {getattr(callback, '__module__', '')}.{name}",
-                "django-sent-otel: on_delivered callback %r raised (logged once; the response "
-                "is not affected)",
-                callback,
-                error=True,
-            )
+            key = f"callback {getattr(callback, '__module__', '')}.{name}"
+            log_once(logger, _CALLBACK_RAISED, callback, key=key, error=True)

@@ -270,13 +270,8 @@ def build_sink() -> MetricsSink | None:
         try:
             metrics = get_metrics(registry, namespace, buckets or DEFAULT_BUCKETS)
         except Exception:
-            log_once(
-                logger,
-                f"metrics {namespace}",
-                "django-sent-otel: could not register the metrics of namespace %r",
-                namespace,
-                error=True,
-            )
+            message = "django-sent-otel: could not register the metrics of namespace %r"
+            log_once(logger, message, namespace, key=f"metrics {namespace}", error=True)
             continue
         return MetricsSink(metrics, exemplars=conf.METRICS_EXEMPLARS)
     return None

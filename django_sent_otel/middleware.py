@@ -35,6 +35,11 @@ from .delivery import (
 from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
+_NO_WRAPPER = (
+    "django-sent-otel: running under ASGI without the delivery wrapper: client disconnects of "
+    "non-streaming responses and exceptions escaping Django are not observable. Use "
+    "django_sent_otel.asgi.get_asgi_application() in asgi.py."
+)
 
 
 class _CloseHook:
@@ -119,12 +124,10 @@ class _IteratedFileClose(_CloseHook):
         reason = classify(sys.exc_info()[1])
         size = _content_length(response)
         position = _position(response)
-        if position is None:
-            sent = size if reason is None else None
-        elif reason is None and size is not None and position < size:
-            reason, sent = CLIENT_DISCONNECT, position
-        else:
-            sent = size if reason is None and size is not None else position
+        if reason is None and size is not None and position is not None and position < size:
+            tracker.add_bytes(position)
+            return CLIENT_DISCONNECT
+        sent = size if reason is None and size is not None else position
         if sent is not None:
             tracker.add_bytes(sent)
         return reason
@@ -237,14 +240,7 @@ def _start(request: HttpRequest) -> Tracker | None:
             if not rt.enabled or rt.is_excluded(request.path_info):
                 return None
             if scope is not None:
-                log_once(
-                    logger,
-                    "no ASGI wrapper",
-                    "django-sent-otel: running under ASGI without the delivery wrapper: client "
-                    "disconnects of non-streaming responses and exceptions escaping Django are "
-                    "not observable. Use django_sent_otel.asgi.get_asgi_application() in "
-                    "asgi.py.",
-                )
+                log_once(logger, _NO_WRAPPER)
             tracker = Tracker(
                 request.method or "", rt.sinks, request=request, returned_sinks=rt.returned_sinks
             )

@@ -87,11 +87,9 @@ def _global_provider_is_real(env_names_one: bool) -> bool:
     environment lookup) is not needed.
     """
     provider = tracer_provider_set()
-    if provider is None:
-        if not env_names_one:
-            return False
-        provider = UNKNOWN
-    if provider is UNKNOWN:
+    if provider is None and not env_names_one:
+        return False
+    if provider is None or provider is UNKNOWN:
         provider = trace.get_tracer_provider()
     return not _no_sdk(provider)
 
@@ -181,11 +179,6 @@ def build_sink() -> TracingSink | None:
         try:
             return TracingSink(get_tracer(resolve_provider(named)))
         except Exception:
-            log_once(
-                logger,
-                f"tracer provider {named!r}",
-                "django-sent-otel: SENT_OTEL_TRACER_PROVIDER gave no tracer provider; using the "
-                "global one",
-                error=True,
-            )
+            message = "django-sent-otel: %r gave no tracer provider; using the global one"
+            log_once(logger, message, named, key=f"tracer provider {named!r}", error=True)
     return TracingSink(get_tracer(None), live=False)
