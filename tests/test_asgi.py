@@ -192,3 +192,23 @@ def test_wrapper_wraps_djangos_handler() -> None:
     app = get_asgi_application()
     assert isinstance(app, DeliveryASGIMiddleware)
     assert isinstance(app.app, ASGIHandler)
+
+
+async def test_exclusion_matches_the_path_below_root_path(deliveries: list[Delivery]) -> None:
+    # The wrapper decides once, on the path_info Django will see (the path below root_path),
+    # and hands that decision to the middleware.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    wrapped = DeliveryASGIMiddleware(app)
+    for path in ("/app/metrics", "/app/small/"):
+        await wrapped({**scope(path), "root_path": "/app"}, receive, send)
+    await asyncio.gather(*signals._pending)
+    assert [(d.outcome, d.bytes_sent) for d in deliveries] == [("delivered", 2)]
