@@ -174,6 +174,20 @@ class DeliveryMetrics:
             self.sending_started = self._library.sending_started
         if registry is not None:
             registry.register(self)
+        _instances.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: locks another thread of the parent may have held are new, and
+        the parent's responses in flight are not this process's."""
+        self._lock = threading.Lock()
+        self._scrape_lock = threading.Lock()
+        self._started = itertools.count()
+        self._ended = itertools.count()
+        self.sending_ended = self._ended.__next__
+        if self._library is None:
+            self.sending_started = self._started.__next__
+        else:
+            self._library.forked()
 
     @property
     def collectors(self) -> tuple[Any, ...]:
@@ -422,14 +436,10 @@ class _LibraryMetrics:
             logger.debug("django-sent-otel: in-flight gauge write failed", exc_info=True)
 
     def forked(self) -> None:
-        """In a forked child: no flusher thread yet, nothing in flight."""
+        """In a forked child: the parent's thread is not running here."""
         self._flusher = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        owner = self.owner
-        owner._started = itertools.count()
-        owner._ended = itertools.count()
-        owner.sending_ended = owner._ended.__next__
 
     def record(self, delivery: Delivery, span: Any) -> None:
         _, reason, method, route, status_code, sent, duration, send = delivery
@@ -468,6 +478,7 @@ class _LibraryMetrics:
             yield from metric.collect()
 
 
+_instances: weakref.WeakSet[DeliveryMetrics] = weakref.WeakSet()
 _live: weakref.WeakSet[_LibraryMetrics] = weakref.WeakSet()
 
 
@@ -478,8 +489,8 @@ def flush() -> None:
 
 
 def _after_fork() -> None:
-    for metrics in list(_live):
-        metrics.forked()
+    for metrics in list(_instances):
+        metrics._forked()
 
 
 if hasattr(os, "register_at_fork"):

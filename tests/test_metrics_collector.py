@@ -174,3 +174,49 @@ def test_multiprocess_gauge_is_written_in_the_background_and_at_exit(tmp_path: P
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
     assert registry.get_sample_value("django_http_responses_sending") == 1
+
+
+_FORK = """
+import os, sys, threading, time
+from prometheus_client import CollectorRegistry, multiprocess
+from django_sent_otel.delivery import Delivery
+from django_sent_otel.metrics import DeliveryMetrics, MetricsSink
+
+class Tracker:
+    returned_at = 1.0
+    span = None
+
+sink = MetricsSink(DeliveryMetrics(registry=None))
+sink.handler_returned(Tracker())  # the parent's response, in flight across the fork
+sink.metrics._lock.acquire()  # held by "another thread" of the parent at fork time
+pid = os.fork()
+if pid == 0:
+    sink.handler_returned(Tracker())
+    assert sink.metrics.sending() == 1, sink.metrics.sending()
+    sink.finished(Tracker(), Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1))
+    assert sink.metrics.sending() == 0
+    if len(sys.argv) > 1:  # multiprocess: the child's own writer thread runs
+        sink.handler_returned(Tracker())
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(sys.argv[1], f"gauge_livesum_{os.getpid()}.db")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+print("child ok")
+"""
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_forked_child_starts_clean(tmp_path: Path, multiprocess: bool) -> None:
+    """gunicorn --preload and uWSGI fork after the application loaded: the child neither
+    deadlocks on a lock held at fork time nor inherits the parent's in-flight responses."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = [sys.executable, "-c", _FORK]
+    if multiprocess:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+        args.append(str(tmp_path))
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "child ok" in done.stdout, done.stderr
