@@ -8,9 +8,11 @@ scrape time, so exposition, OpenMetrics negotiation, ``name[]=`` filtering and
 one prometheus_client ``Counter``/``Histogram`` child per series: same names, help texts, types,
 labels, buckets, values and exemplars, at a quarter of the cost per request.
 
-In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the counters and histograms go through
-prometheus_client's own metric objects, whose memory-mapped files are what the other workers'
-scrapes read: a worker killed with SIGKILL keeps everything it recorded.
+In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the hot path is the same; a daemon thread
+in each worker writes the worker's totals into prometheus_client's multiprocess values every
+:data:`FLUSH_INTERVAL`, and again at exit (``atexit`` and the gunicorn ``worker_exit`` hook), so
+scrapes that merge the workers' files lag by at most that interval, and a worker killed with
+SIGKILL loses at most what it recorded since its last write.
 
 Labels are bounded: a fixed method set, the route template (or ``unmatched``), the status code
 and the failure reason.
@@ -31,7 +33,7 @@ from math import inf
 from time import monotonic
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -47,6 +49,8 @@ from .delivery import Delivery, Tracker
 logger = logging.getLogger("django_sent_otel")
 
 _Key = tuple[str, str, int, str | None]
+#: Label names and values of one sample.
+_Labels = tuple[tuple[str, ...], tuple[str, ...]]
 #: An exemplar as recorded: trace id, span id, observed value, wall-clock time.
 _Trace = tuple[int, int, float, float]
 
@@ -55,8 +59,9 @@ _Trace = tuple[int, int, float, float]
 #: and scrapes every few seconds, so this loses no exemplar a scrape would show.
 EXEMPLAR_INTERVAL: Final = 1.0
 
-#: How often, in multiprocess mode, a worker writes its in-flight count to its gauge file.
-GAUGE_FLUSH_INTERVAL: Final = 0.5
+#: How often, in multiprocess mode, a worker writes its numbers to its files (the most a
+#: scrape lags behind, and what a worker killed with SIGKILL can lose).
+FLUSH_INTERVAL: Final = 0.5
 
 DELIVERED_HELP: Final = "Responses whose whole body was handed to the server (delivered)."
 FAILURES_HELP: Final = "Responses not fully delivered, by reason (client_disconnect, stream_error)."
@@ -168,10 +173,10 @@ class DeliveryMetrics:
         #: Called when a handler returned / when a returned response's delivery ended.
         self.sending_started: Callable[[], object] = self._started.__next__
         self.sending_ended: Callable[[], object] = self._ended.__next__
-        self._library: _LibraryMetrics | None = None
+        self._writer: _MultiprocessWriter | None = None
         if multiprocess_dir():
-            self._library = _LibraryMetrics(self)
-            self.sending_started = self._library.sending_started
+            self._writer = _MultiprocessWriter(self)
+            self.sending_started = self._first_started
         if registry is not None:
             registry.register(self)
         _instances.add(self)
@@ -184,10 +189,20 @@ class DeliveryMetrics:
         self._started = itertools.count()
         self._ended = itertools.count()
         self.sending_ended = self._ended.__next__
-        if self._library is None:
-            self.sending_started = self._started.__next__
-        else:
-            self._library.forked()
+        self.sending_started = self._started.__next__
+        if self._writer is not None:
+            # The child writes its own file: the parent's numbers are the parent's to write.
+            self._series = {}
+            self._routes = {}
+            self._writer.forked()
+            self.sending_started = self._first_started
+
+    def _first_started(self) -> object:
+        """Multiprocess mode, first handler return in this process: start the writer."""
+        assert self._writer is not None
+        self._writer.start()
+        self.sending_started = self._started.__next__
+        return self.sending_started()
 
     @property
     def collectors(self) -> tuple[Any, ...]:
@@ -215,9 +230,6 @@ class DeliveryMetrics:
         and the two histogram buckets observed, when sampled and when those series have had
         none for :data:`EXEMPLAR_INTERVAL`.
         """
-        if self._library is not None:
-            self._library.record(delivery, span)
-            return
         _, reason, method, route, status_code, sent, duration, send = delivery
         series = self._series.get((method, route, status_code, reason))
         if series is None:
@@ -255,6 +267,8 @@ class DeliveryMetrics:
                 series = _Series((method, route, str(status_code)), reason, numbers)
                 series.due = [-inf] * (1 + 2 * size)
                 self._series[key] = series
+                if self._writer is not None:
+                    self._writer.start()
             return series
 
     def _exemplars(self, series: _Series, i: int, j: int, delivery: Delivery, span: Any) -> None:
@@ -295,9 +309,6 @@ class DeliveryMetrics:
         yield GaugeMetricFamily(sending, SENDING_HELP)
 
     def collect(self) -> Iterator[Metric]:
-        if self._library is not None:
-            yield from self._library.collect()
-            return
         created = _created_enabled()
         with self._lock:  # a consistent copy; the families are built outside the lock
             series = [
@@ -387,105 +398,123 @@ def _created_enabled() -> bool:
     return any(s.name.endswith("_created") for m in _created_probe.collect() for s in m.samples)
 
 
-class _LibraryMetrics:
-    """Multiprocess mode: prometheus_client's own metric objects, whose values live in the
-    worker's memory-mapped files that every worker's scrape merges."""
+class _MultiprocessWriter:
+    """Multiprocess mode: publishes this worker's numbers into prometheus_client's
+    multiprocess values (the worker's memory-mapped files that ``MultiProcessCollector``
+    merges), every :data:`FLUSH_INTERVAL` from a daemon thread, at exit, and from the
+    gunicorn ``worker_exit`` hook.
+
+    Each worker writes only its own file, so the values are written as totals, not deltas:
+    a repeated or concurrent flush can never count twice. The value objects are created with
+    the same keys prometheus_client's own ``Counter``/``Histogram``/``Gauge`` children use
+    (``tests/test_metrics_equivalence.py`` compares the merged expositions).
+    """
 
     def __init__(self, owner: DeliveryMetrics) -> None:
-        names = owner.names
         self.owner = owner
-        self.delivered = Counter(names[0], DELIVERED_HELP, _OUTCOME_LABELS, registry=None)
-        self.failures = Counter(
-            names[1], FAILURES_HELP, (*_OUTCOME_LABELS, "reason"), registry=None
-        )
-        common: dict[str, Any] = {"buckets": owner.bounds, "registry": None}
-        self.duration = Histogram(names[2], DURATION_HELP, _ROUTE_LABELS, **common)
-        self.send_duration = Histogram(names[3], SEND_HELP, _ROUTE_LABELS, **common)
-        self.sent_bytes = Counter(names[4], BYTES_HELP, _ROUTE_LABELS, registry=None)
-        self.sending = Gauge(names[5], SENDING_HELP, multiprocess_mode="livesum", registry=None)
-        self._children: dict[_Key, tuple[Any, Any, Any, Any]] = {}
-        self._lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
-        _live.add(self)
+        self._lock = threading.Lock()  # one flush at a time
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._values: dict[tuple[Any, ...], Any] = {}
+        self._written: dict[tuple[Any, ...], float] = {}
+        _writers.add(self)
 
-    def sending_started(self) -> object:
-        if self._flusher is None:
-            self._start_flusher()
-        return self.owner._started.__next__()
-
-    def _start_flusher(self) -> None:
-        """Write the in-flight count to this worker's gauge file every
-        :data:`GAUGE_FLUSH_INTERVAL`, from a daemon thread started in the serving process."""
-        with self._lock:
-            if self._flusher is None:
-                self._flusher = threading.Thread(
-                    target=self._flush_loop, name="django-sent-otel-gauge", daemon=True
+    def start(self) -> None:
+        """Start the flushing thread in this process, once."""
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="django-sent-otel-metrics", daemon=True
                 )
-                self._flusher.start()
+                self._thread.start()
 
-    def _flush_loop(self) -> None:
-        stop = self._stop
-        while not stop.wait(GAUGE_FLUSH_INTERVAL):
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
             self.flush()
 
-    def flush(self) -> None:
-        try:
-            self.sending.set(self.owner.sending())
-        except Exception:  # never let a gauge write kill the thread or an exit hook
-            logger.debug("django-sent-otel: in-flight gauge write failed", exc_info=True)
-
     def forked(self) -> None:
-        """In a forked child: the parent's thread is not running here."""
-        self._flusher = None
-        self._stop = threading.Event()
+        """In a forked child: no thread yet, and values of the child's own file."""
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread = None
+        self._values = {}
+        self._written = {}
 
-    def record(self, delivery: Delivery, span: Any) -> None:
-        _, reason, method, route, status_code, sent, duration, send = delivery
-        key = (method, route, status_code, reason)
-        children = self._children.get(key)
-        if children is None:
-            status = str(status_code)
-            if reason is None:
-                outcome = self.delivered.labels(method, route, status)
-            else:
-                outcome = self.failures.labels(method, route, status, reason)
-            children = self._children[key] = (
-                outcome,
-                self.duration.labels(method, route),
-                self.send_duration.labels(method, route),
-                self.sent_bytes.labels(method, route),
+    def _write(
+        self, typ: str, name: str, suffix: str, labels: _Labels, number: float, *, help_text: str
+    ) -> None:
+        """Set one value if it changed, creating it (with prometheus_client's key) first."""
+        key = (name + suffix, labels[1])
+        if self._written.get(key) == number:
+            return
+        value = self._values.get(key)
+        if value is None:
+            from prometheus_client import values
+
+            labelnames, labelvalues = labels
+            mode = "livesum" if typ == "gauge" else ""
+            value = values.ValueClass(
+                typ, name, name + suffix, labelnames, labelvalues, help_text, multiprocess_mode=mode
             )
-        outcome, duration_child, send_child, bytes_child = children
-        outcome.inc()
-        if reason is None:
-            duration_child.observe(duration)
-            send_child.observe(send)
-        bytes_child.inc(sent)
+            self._values[key] = value
+        value.set(number)
+        self._written[key] = number
 
-    def collect(self) -> Iterator[Metric]:
-        """This worker's own values (the /metrics view merges every worker's files)."""
-        self.flush()
-        for metric in (
-            self.delivered,
-            self.failures,
-            self.duration,
-            self.send_duration,
-            self.sent_bytes,
-            self.sending,
-        ):
-            yield from metric.collect()
+    def flush(self, timeout: float = -1) -> None:
+        """Write every number that changed since the last flush; never raises."""
+        if not self._lock.acquire(timeout=timeout):
+            logger.warning("django-sent-otel: multiprocess metrics not written (busy)")
+            return
+        try:
+            self._flush()
+        except Exception:
+            logger.exception("django-sent-otel: writing multiprocess metrics failed")
+        finally:
+            self._lock.release()
+
+    def _flush(self) -> None:
+        owner = self.owner
+        delivered, failures, duration, send, sent_bytes, sending = owner.names
+        write = self._write
+        with owner._lock:
+            series = [(s.labels, s.reason, s.count) for s in owner._series.values()]
+            routes = [_RouteCopy(r) for r in owner._routes.values()]
+        # Histograms and bytes first: a scrape that shows a response's outcome shows the rest.
+        bucket_names = (*_ROUTE_LABELS, "le")
+        for route in routes:
+            labels: _Labels = (_ROUTE_LABELS, route.labels)
+            for name, help_text, (total, counts, _) in (
+                (duration, DURATION_HELP, route.duration),
+                (send, SEND_HELP, route.send),
+            ):
+                write("histogram", name, "_sum", labels, total, help_text=help_text)
+                for le, count in zip(owner._le, counts, strict=True):
+                    bucket = (bucket_names, (*route.labels, le))
+                    write("histogram", name, "_bucket", bucket, count, help_text=help_text)
+            write("counter", sent_bytes, "_total", labels, route.sent_bytes, help_text=BYTES_HELP)
+        for values, reason, count in series:
+            if reason is None:
+                labels = (_OUTCOME_LABELS, values)
+                write("counter", delivered, "_total", labels, count, help_text=DELIVERED_HELP)
+            else:
+                labels = ((*_OUTCOME_LABELS, "reason"), (*values, reason))
+                write("counter", failures, "_total", labels, count, help_text=FAILURES_HELP)
+        write("gauge", sending, "", ((), ()), owner.sending(), help_text=SENDING_HELP)
+
+
+_writers: weakref.WeakSet[_MultiprocessWriter] = weakref.WeakSet()
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Write this process's numbers to its multiprocess files now (worker exit, interpreter
+    exit); nothing to do outside multiprocess mode. Never blocks an exit for longer than
+    ``timeout`` per writer."""
+    for writer in list(_writers):
+        writer.flush(timeout)
 
 
 _instances: weakref.WeakSet[DeliveryMetrics] = weakref.WeakSet()
-_live: weakref.WeakSet[_LibraryMetrics] = weakref.WeakSet()
-
-
-def flush() -> None:
-    """Write every in-flight gauge of this process now (worker exit, interpreter exit)."""
-    for metrics in list(_live):
-        metrics.flush()
 
 
 def _after_fork() -> None:

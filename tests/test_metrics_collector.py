@@ -137,6 +137,12 @@ def others_see():
     multiprocess.MultiProcessCollector(registry)
     return registry.get_sample_value("django_http_responses_sending")
 
+def others_see_delivered():
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    labels = {"method": "GET", "route": "a/", "status": "200"}
+    return registry.get_sample_value("django_http_responses_delivered_total", labels)
+
 def wait_for(value):
     deadline = time.monotonic() + 30
     while others_see() != value:
@@ -151,6 +157,10 @@ wait_for(3.0)  # written by the worker's own thread: nobody scraped this process
 for _ in range(3):
     sink.finished(Tracker(), delivery)
 wait_for(0.0)
+deadline = time.monotonic() + 30
+while others_see_delivered() != 3.0:  # the counters too, by the same thread
+    assert time.monotonic() < deadline, others_see_delivered()
+    time.sleep(0.05)
 sink.handler_returned(Tracker())
 print("in flight at exit")
 """
@@ -202,6 +212,7 @@ if pid == 0:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     os._exit(0)
+sink.metrics._lock.release()
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
 print("child ok")
@@ -220,3 +231,37 @@ def test_forked_child_starts_clean(tmp_path: Path, multiprocess: bool) -> None:
         args.append(str(tmp_path))
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and "child ok" in done.stdout, done.stderr
+
+
+_KILLED = """
+import os, signal
+from django_sent_otel.delivery import Delivery
+from django_sent_otel.metrics import DeliveryMetrics, flush
+
+metrics = DeliveryMetrics(registry=None)
+delivery = Delivery("delivered", None, "GET", "a/", 200, 10, 0.1, 0.1)
+for _ in range(50):
+    metrics.record(delivery)
+flush()  # what the writer thread does every FLUSH_INTERVAL
+for _ in range(7):
+    metrics.record(delivery)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_sigkill_loses_only_what_was_recorded_since_the_last_write(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED], env=env, capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == -9, done.stderr
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    labels = {"method": "GET", "route": "a/", "status": "200"}
+    assert registry.get_sample_value("django_http_responses_delivered_total", labels) == 50
+    assert registry.get_sample_value("django_http_response_sent_bytes_total", labels) is None
+    route = {"method": "GET", "route": "a/"}
+    assert registry.get_sample_value("django_http_response_sent_bytes_total", route) == 500
+    assert registry.get_sample_value("django_http_delivery_duration_seconds_count", route) == 50
