@@ -97,6 +97,11 @@ CONFIGS: Final = {
             ("benchmarks.floor.MetricsFloorMiddleware",),
         ),
         Config(
+            "floor-aggregate",
+            "floor: close() hook + the same numbers in plain lists under one lock, no plugin",
+            ("benchmarks.floor.AggregateFloorMiddleware",),
+        ),
+        Config(
             "floor-span",
             "floor: one SDK span with 5 attributes, no plugin",
             ("benchmarks.floor.SpanFloorMiddleware",),

@@ -29,6 +29,7 @@ from django.conf import settings
 from tests import views
 from tests.data import ensure_big_file
 from tests.hardening.support import (
+    Outcomes,
     Seen,
     SlowRead,
     difference,
@@ -123,7 +124,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, big_file: str) -> Iterato
 
 
 def test_mid_body_aborts_each_counted_once(gunicorn: Gunicorn) -> None:
-    before = scrape_outcomes(gunicorn.port)
+    before = settled_outcomes(gunicorn)
     deadline = time.monotonic() + ABORT_DEADLINE
     started = time.monotonic()
     with ThreadPoolExecutor(ABORT_CONCURRENCY) as pool:
@@ -186,8 +187,20 @@ def test_slow_readers_are_delivered(gunicorn: Gunicorn) -> None:
     )
 
 
+def settled_outcomes(gunicorn: Gunicorn) -> Outcomes:
+    """The outcomes once every request issued so far is in /metrics (multiprocess workers
+    write their counts every half second)."""
+    issued = sum(gunicorn.issued.values())
+
+    def settled() -> tuple[Outcomes] | None:
+        outcomes = scrape_outcomes(gunicorn.port)
+        return (outcomes,) if total(outcomes) >= issued else None
+
+    return wait_until(settled, RECORD_TIMEOUT, f"{issued} earlier outcomes in /metrics")[0]
+
+
 def test_error_stream_is_a_stream_error(gunicorn: Gunicorn) -> None:
-    before = scrape_outcomes(gunicorn.port)
+    before = settled_outcomes(gunicorn)
     responses = [full_read(gunicorn.port, "/error-stream/", stall=5.0) for _ in range(5)]
     for response in responses:
         gunicorn.issued[response.test_id] += 1

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django_sent_otel.gunicorn import child_exit, on_starting
+from django_sent_otel.gunicorn import child_exit, on_starting, worker_exit
 
-__all__ = ["child_exit", "on_starting", "post_worker_init"]
+__all__ = ["child_exit", "on_starting", "post_worker_init", "worker_exit"]
 
 
 def post_worker_init(worker: Any) -> None:

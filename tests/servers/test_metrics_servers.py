@@ -6,7 +6,8 @@ Three servers, each started once for its class:
   ``child_exit`` hooks (``tests/servers/gunicorn_multiproc.py``): a known mix of full reads and
   aborts gives exact counters per label set, histogram counts, sent bytes and an idle gauge of
   0; ``promtool check metrics`` accepts the exposition; a worker killed with SIGKILL in the
-  middle of a download keeps its counters and drops its share of the in-flight gauge.
+  middle of a download keeps its counters and drops its share of the in-flight gauge; a worker
+  stopped with SIGTERM keeps its counters too.
 - uvicorn (the package's ASGI wrapper, one process): the same exact-count check with a smaller
   mix (aborted async streams included), then 10,000 requests to random paths with junk methods
   over keep-alive connections add no label value beyond ``route="unmatched"`` /
@@ -420,6 +421,42 @@ class TestGunicornMultiprocess:
             log=log,
         )
         assert scrape(port).value(SENDING) == 0
+
+    def test_worker_stopped_with_sigterm_keeps_its_counters(
+        self, gunicorn_traffic: Gunicorn
+    ) -> None:
+        """A graceful worker exit (what gunicorn does on reload and max_requests): everything
+        the worker recorded stays in the totals, its in-flight share goes."""
+        g = gunicorn_traffic
+        port, log = g.server.port, g.server.log_tail
+        workers = g.wait_workers()
+        for _ in range(6):
+            assert full_read(port, "/small/").complete
+        small = label_key({"method": "GET", "route": "small/", "status": "200"})
+        served = collections.Counter(r["pid"] for r in read_records(g.record))
+        victim = max(workers, key=lambda pid: served[pid])
+        assert served[victim] > 0, f"no worker of {workers} served anything: {served}"
+        before = wait_scrape(
+            port,
+            lambda s: (
+                sum(s.series(DELIVERED).values()) + sum(s.series(FAILURES).values())
+                >= sum(served.values())
+            ),
+            what=f"{sum(served.values())} outcomes",
+            log=log,
+        )
+        os.kill(victim, signal.SIGTERM)
+        replacement = g.wait_workers(gone=victim)
+        assert victim not in replacement, f"workers {workers} -> {replacement}"
+        after = scrape(port)
+        for name in (DELIVERED, FAILURES, BYTES, f"{DURATION}_bucket", f"{SEND}_count"):
+            assert after.series(name) == before.series(name), (
+                f"{name} changed after worker {victim} (share {served[victim]}) stopped\n"
+                f"before:\n{before.lines(name)}\nafter:\n{after.lines(name)}\n{log()}"
+            )
+        assert after.series(DELIVERED)[small] >= 6
+        assert after.value(SENDING) == 0
+        assert not list(g.multiproc_dir.glob(f"gauge_livesum_{victim}.db"))
 
 
 # uvicorn, one process, the package's ASGI wrapper
