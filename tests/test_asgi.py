@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from django_sent_otel import signals
 from django_sent_otel.asgi import DeliveryASGIMiddleware, get_asgi_application
 from django_sent_otel.delivery import Delivery
-from tests.conftest import sample
+from tests.harness.names import sample
 
 pytestmark = pytest.mark.usefixtures("registry")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from example.demo import free_port, parse_metrics, plan, port_available, quantile
+from example.demo import parse_metrics, plan, port_available, quantile
 from tests.harness.otlp import OTLPReceiver
+from tests.harness.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DEADLINE = 180.0

@@ -27,23 +27,13 @@ import pytest
 from django.conf import settings
 
 from tests import views
-from tests.data import ensure_big_file
-from tests.hardening.support import (
-    Seen,
-    SlowRead,
-    difference,
-    multiprocess_outcomes,
-    scrape_outcomes,
-    server_error_reports,
-    slow_read,
-    start,
-    sweep,
-    total,
-    wait_until,
-)
-from tests.harness.clients import Abort, abort_after, full_read
+from tests.hardening.support import server_error_reports, start
+from tests.harness.clients import Abort, Seen, SlowRead, abort_after, full_read, slow_read, sweep
+from tests.harness.data import ensure_big_file
+from tests.harness.records import Record, read_records, wait_for_records
+from tests.harness.scrape import difference, multiprocess_scrape, scrape, total
 from tests.harness.servers import Server, free_port
-from tests.recorder import Record, read_records, wait_for_records
+from tests.harness.waiting import wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -123,7 +113,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, big_file: str) -> Iterato
 
 
 def test_mid_body_aborts_each_counted_once(gunicorn: Gunicorn) -> None:
-    before = scrape_outcomes(gunicorn.port)
+    before = scrape(gunicorn.port).outcomes()
     deadline = time.monotonic() + ABORT_DEADLINE
     started = time.monotonic()
     with ThreadPoolExecutor(ABORT_CONCURRENCY) as pool:
@@ -152,12 +142,12 @@ def test_mid_body_aborts_each_counted_once(gunicorn: Gunicorn) -> None:
     assert all(r["route"] == ROUTES[path_of[r["test_id"]]] for r in records)
 
     expected = collections.Counter((ROUTES[path], "200", "client_disconnect") for path, _ in aborts)
-    wait_until(
-        lambda: total(difference(scrape_outcomes(gunicorn.port), before)) >= ABORTS,
+    wait_for(
+        lambda: total(difference(scrape(gunicorn.port).outcomes(), before)) >= ABORTS,
         RECORD_TIMEOUT,
-        f"{ABORTS} more outcomes in /metrics",
+        what=f"{ABORTS} more outcomes in /metrics",
     )
-    counted = difference(scrape_outcomes(gunicorn.port), before)
+    counted = difference(scrape(gunicorn.port).outcomes(), before)
     print(
         f"\n[faults] {ABORTS} mid-body aborts ({ABORT_CONCURRENCY} at a time, {elapsed:.1f}s): "
         f"/metrics +{total(counted, 'client_disconnect')} client_disconnect, "
@@ -187,19 +177,19 @@ def test_slow_readers_are_delivered(gunicorn: Gunicorn) -> None:
 
 
 def test_error_stream_is_a_stream_error(gunicorn: Gunicorn) -> None:
-    before = scrape_outcomes(gunicorn.port)
+    before = scrape(gunicorn.port).outcomes()
     responses = [full_read(gunicorn.port, "/error-stream/", stall=5.0) for _ in range(5)]
     for response in responses:
         gunicorn.issued[response.test_id] += 1
     assert all(r.status == 200 and not r.complete for r in responses)
     records = gunicorn.records({r.test_id for r in responses})
     assert {r["outcome"] for r in records} == {"stream_error"}, records
-    wait_until(
-        lambda: total(difference(scrape_outcomes(gunicorn.port), before)) >= len(responses),
+    wait_for(
+        lambda: total(difference(scrape(gunicorn.port).outcomes(), before)) >= len(responses),
         RECORD_TIMEOUT,
-        "the stream errors in /metrics",
+        what="the stream errors in /metrics",
     )
-    counted = difference(scrape_outcomes(gunicorn.port), before)
+    counted = difference(scrape(gunicorn.port).outcomes(), before)
     assert counted == {("error-stream/", "200", "stream_error"): len(responses)}, counted
 
 
@@ -217,7 +207,7 @@ def test_after_stop_every_request_recorded_once(gunicorn: Gunicorn) -> None:
     by_outcome = collections.Counter(
         (r["route"], str(r["status_code"]), r["outcome"]) for r in records
     )
-    assert multiprocess_outcomes(gunicorn.workdir / "prometheus") == by_outcome
+    assert multiprocess_scrape(gunicorn.workdir / "prometheus").outcomes() == by_outcome
 
 
 # Identity: a broken plugin changes nothing for clients.
@@ -318,12 +308,12 @@ def test_unreachable_otlp_endpoint_changes_nothing_for_clients(
         with ThreadPoolExecutor(4) as pool:  # more spans than the exporter queue holds
             list(pool.map(lambda _: check_keeps_serving(server.port), range(4)))
         second = sweep(server.port, SWEEP)
-        wait_until(
+        wait_for(
             lambda: (
                 "Failed to export" in server.log_text() or "Transient error" in server.log_text()
             ),
             30,
-            "the SDK to report the failed export",
+            what="the SDK to report the failed export",
         )
     finally:
         started = time.monotonic()

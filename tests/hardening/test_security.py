@@ -28,7 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from django_sent_otel.delivery import METHODS, Delivery
-from tests.hardening.support import raw_status, start
+from tests.hardening.support import start
+from tests.harness.clients import raw_status
 from tests.harness.servers import Server
 
 TOKEN = "hardening-Token_0123456789.abc~XYZ"

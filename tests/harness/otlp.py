@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from tests.harness.waiting import wait_for
 
 __all__ = ["OTLPReceiver", "ReceivedSpan", "any_value", "decode_traces"]
 
@@ -325,20 +326,26 @@ class OTLPReceiver:
 
         Raises AssertionError at the deadline, listing every span that did arrive.
         """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                matching = [span for span in self._spans if predicate(span)]
-                if len(matching) >= count:
-                    return matching
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            arrived = "\n  ".join(span.short() for span in self._spans) or "(none)"
+
+        def matching() -> list[ReceivedSpan]:
+            return [span for span in self._spans if predicate(span)]
+
+        def arrived() -> str:
+            spans = "\n  ".join(span.short() for span in self._spans) or "(none)"
             errors = "\n  ".join(self._errors) or "(none)"
-            raise AssertionError(
-                f"expected {count} matching span(s) within {timeout:g}s, got {len(matching)}; "
+            return (
+                f"{len(matching())} of {count} matching span(s) arrived; "
                 f"{sum(self._requests.values())} export request(s) arrived with these spans:\n"
-                f"  {arrived}\nreceiver errors:\n  {errors}"
+                f"  {spans}\nreceiver errors:\n  {errors}"
             )
+
+        with self._cond:  # Condition.wait releases the lock while it waits for _add()
+            (spans,) = wait_for(
+                lambda: (found,) if len(found := matching()) >= count else None,
+                timeout,
+                what=f"{count} matching span(s)",
+                details=arrived,
+                interval=timeout,
+                pause=self._cond.wait,
+            )
+            return spans
