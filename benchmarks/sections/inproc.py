@@ -16,6 +16,12 @@ from benchmarks.report import Table
 from benchmarks.runner import log, rotated, run_json
 
 
+def _missing(section: str, name: str, modules: list[str]) -> report.Row:
+    """The row of a configuration whose modules are not installed."""
+    reason = report.skipped(f"{', '.join(modules)} not installed")
+    return report.Row(section, name, {"configuration": configs.get(name).label}, "", reason)
+
+
 def _args(requests: int, opts: Options) -> list[str]:
     return [
         "--requests",
@@ -63,10 +69,7 @@ def tables(opts: Options) -> list[Table]:
     )
     for name in names:
         if skipped[name]:
-            reason = report.skipped(f"{', '.join(skipped[name])} not installed")
-            table.rows.append(
-                report.Row("inproc", name, {"configuration": configs.get(name).label}, "", reason)
-            )
+            table.rows.append(_missing("inproc", name, skipped[name]))
             continue
         wall = series(name, "us_per_request")
         cpu = series(name, "cpu_us_per_request")
@@ -147,10 +150,7 @@ def tables(opts: Options) -> list[Table]:
         gc_median[name] = per_gen
     for name in names:
         if skipped[name]:
-            reason = report.skipped(f"{', '.join(skipped[name])} not installed")
-            gc_table.rows.append(
-                report.Row("gc", name, {"configuration": configs.get(name).label}, "", reason)
-            )
+            gc_table.rows.append(_missing("gc", name, skipped[name]))
             continue
         per_gen = gc_median[name]
         cyclic = statistics.median(res["cyclic_objects_per_request"] for res in results[name])

@@ -248,6 +248,8 @@ def compare(kind: str, ref: Reference, *sweeps: dict[tuple[str, str], Seen]) -> 
         assert not different, f"{kind}: responses differ from a clean server: {different}"
 
 
+# A deliberate baseline of the repetition check: this test and the next open alike (a work
+# directory, a clean reference server, then the faulty one); each test reads as a whole.
 @pytest.mark.parametrize("kind", ["gunicorn-gthread", "uvicorn"])
 def test_broken_recording_path_changes_nothing_for_clients(
     kind: str, tmp_path_factory: pytest.TempPathFactory, big_file: str

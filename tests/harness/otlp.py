@@ -21,13 +21,13 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.harness.lifecycle import Started
 from tests.harness.waiting import wait_for
 
 __all__ = ["OTLPReceiver", "ReceivedSpan", "any_value", "decode_traces"]
@@ -211,7 +211,7 @@ class _Server(ThreadingHTTPServer):
     receiver: OTLPReceiver
 
 
-class OTLPReceiver:
+class OTLPReceiver(Started):
     """An OTLP/HTTP endpoint on 127.0.0.1 collecting spans; use it as a context manager."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -250,17 +250,6 @@ class OTLPReceiver:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> OTLPReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses ---------------------------------------------------------------------------
 

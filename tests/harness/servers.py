@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from tests.harness.lifecycle import Started
 from tests.harness.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +215,7 @@ def parent_death_signal() -> Callable[[], None] | None:
     return preexec
 
 
-class Server:
+class Server(Started):
     """One real server subprocess on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
@@ -427,17 +427,6 @@ class Server:
             proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired as exc:  # pragma: no cover - unkillable process
             raise ServerError(f"{self.kind} (pid {proc.pid}) survived SIGKILL") from exc
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Logs
 

@@ -145,6 +145,8 @@ _ASGI_BACKPRESSURE = {
     "file": ok(DISCONNECT),
 }
 
+# A deliberate baseline of the repetition check: servers with their own behaviour spell out
+# their cells (waitress and daphne look alike in shape, not in what they expect).
 EXPECTED: dict[str, dict[str, Expect]] = {
     "gunicorn-sync": {**_full(), **_rest(_WSGI_SOCKET)},
     "gunicorn-gthread": {**_full(), **_rest(_WSGI_SOCKET)},
