@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_sent_otel.conf import DEFAULT_BUCKETS
+from django_sent_otel.delivery import DELIVERED
 
 
 # A deliberate baseline of the repetition check: this hook repeats the shape of the
@@ -89,7 +90,7 @@ class SpanFloorMiddleware:
                 "http.route": "/",
                 "http.response.status_code": response.status_code,
                 "http.response.body.size": 14,
-                "delivery.outcome": "delivered",
+                "delivery.outcome": DELIVERED,
             },
         ).end()
         return response

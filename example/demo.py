@@ -37,6 +37,7 @@ import httpx
 
 from tests.harness.clients import abort_after, full_read
 from tests.harness.names import (
+    CLIENT_DISCONNECT,
     DELIVERED_TOTAL,
     DELIVERY_DURATION,
     FAILURES_TOTAL,
@@ -327,7 +328,7 @@ def pick_trace(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def score(span: dict[str, Any]) -> tuple[bool, bool, float]:
         attributes = span.get("attributes", {})
         return (
-            attributes.get("delivery.outcome") == "client_disconnect",
+            attributes.get("delivery.outcome") == CLIENT_DISCONNECT,
             attributes.get("http.route") == "export.csv",
             _timestamp(span["end_time"]) - _timestamp(span["start_time"]),
         )

@@ -18,7 +18,18 @@ from django_sent_otel import signals
 from django_sent_otel.middleware import DeliveryMiddleware
 from django_sent_otel.signals import response_delivered
 from tests.harness.deliveries import Deliveries
-from tests.harness.names import sample
+from tests.harness.names import (
+    CLIENT_DISCONNECT,
+    DELIVERED,
+    DELIVERED_TOTAL,
+    DELIVERY_DURATION,
+    FAILURES_TOTAL,
+    SEND_DURATION,
+    SENDING,
+    SENT_BYTES_TOTAL,
+    STREAM_ERROR,
+    sample,
+)
 
 pytestmark = pytest.mark.usefixtures("registry")
 
@@ -28,7 +39,7 @@ def test_small_response_delivered(deliveries: Deliveries, registry: CollectorReg
     assert response.status_code == 200
     d = deliveries.only()
     assert (d.outcome, d.reason, d.method, d.route, d.status_code) == (
-        "delivered",
+        DELIVERED,
         None,
         "GET",
         "small/",
@@ -37,11 +48,11 @@ def test_small_response_delivered(deliveries: Deliveries, registry: CollectorReg
     assert d.bytes_sent == len(response.content)
     assert 0 <= d.send_duration <= d.duration
     labels = {"method": "GET", "route": "small/"}
-    assert sample(registry, "django_http_responses_delivered_total", status=200, **labels) == 1
-    assert sample(registry, "django_http_delivery_duration_seconds_count", **labels) == 1
-    assert sample(registry, "django_http_send_duration_seconds_count", **labels) == 1
-    assert sample(registry, "django_http_response_sent_bytes_total", **labels) == d.bytes_sent
-    assert sample(registry, "django_http_responses_sending") == 0
+    assert sample(registry, DELIVERED_TOTAL, status=200, **labels) == 1
+    assert sample(registry, f"{DELIVERY_DURATION}_count", **labels) == 1
+    assert sample(registry, f"{SEND_DURATION}_count", **labels) == 1
+    assert sample(registry, SENT_BYTES_TOTAL, **labels) == d.bytes_sent
+    assert sample(registry, SENDING) == 0
 
 
 def test_signal_gets_request_and_response(deliveries: Deliveries) -> None:
@@ -56,7 +67,7 @@ def test_stream_fully_read(deliveries: Deliveries) -> None:
     response = Client().get("/stream/")
     body = b"".join(response.streaming_content)
     d = deliveries.only()
-    assert (d.outcome, d.route, d.bytes_sent) == ("delivered", "stream/", len(body))
+    assert (d.outcome, d.route, d.bytes_sent) == (DELIVERED, "stream/", len(body))
 
 
 def test_stream_abandoned_is_client_disconnect(
@@ -67,14 +78,14 @@ def test_stream_abandoned_is_client_disconnect(
     response.close()  # the server stopped iterating: the client went away
     d = deliveries.only()
     assert (d.outcome, d.reason, d.bytes_sent) == (
-        "client_disconnect",
-        "client_disconnect",
+        CLIENT_DISCONNECT,
+        CLIENT_DISCONNECT,
         len(first),
     )
     assert (
         sample(
             registry,
-            "django_http_response_delivery_failures_total",
+            FAILURES_TOTAL,
             method="GET",
             route="stream/",
             status=200,
@@ -82,12 +93,7 @@ def test_stream_abandoned_is_client_disconnect(
         )
         == 1
     )
-    assert (
-        sample(
-            registry, "django_http_delivery_duration_seconds_count", method="GET", route="stream/"
-        )
-        == 0
-    )
+    assert sample(registry, f"{DELIVERY_DURATION}_count", method="GET", route="stream/") == 0
 
 
 def test_stream_raising_is_stream_error(deliveries: Deliveries) -> None:
@@ -96,7 +102,7 @@ def test_stream_raising_is_stream_error(deliveries: Deliveries) -> None:
         b"".join(response.streaming_content)
     response.close()
     d = deliveries.only()
-    assert d.outcome == "stream_error"
+    assert d.outcome == STREAM_ERROR
     assert d.bytes_sent > 0
 
 
@@ -109,7 +115,7 @@ def test_disconnect_exception_in_flight_at_close(deliveries: Deliveries) -> None
         raise BrokenPipeError
     except BrokenPipeError:
         response.close()
-    assert deliveries.only().outcome == "client_disconnect"
+    assert deliveries.only().outcome == CLIENT_DISCONNECT
 
 
 def test_file_response_untouched(deliveries: Deliveries, tmp_path: Any) -> None:
@@ -128,7 +134,7 @@ def test_file_response_untouched(deliveries: Deliveries, tmp_path: Any) -> None:
     assert filelike is not None  # streaming_content was not replaced
     response.close()
     d = deliveries.only()
-    assert (d.outcome, d.bytes_sent) == ("delivered", 5000)
+    assert (d.outcome, d.bytes_sent) == (DELIVERED, 5000)
 
     deliveries.clear()
     response = DeliveryMiddleware(view)(RequestFactory().get("/"))  # iterated, no file wrapper
@@ -136,7 +142,7 @@ def test_file_response_untouched(deliveries: Deliveries, tmp_path: Any) -> None:
     next(iterator)
     response.close()
     d = deliveries.only()
-    assert d.outcome == "client_disconnect"
+    assert d.outcome == CLIENT_DISCONNECT
     assert 0 < d.bytes_sent <= 5000
 
 
@@ -144,14 +150,14 @@ def test_file_response_untouched(deliveries: Deliveries, tmp_path: Any) -> None:
 def test_bodiless(deliveries: Deliveries, path: str, status: int) -> None:
     Client().get(path)
     d = deliveries.only()
-    assert (d.outcome, d.status_code, d.bytes_sent) == ("delivered", status, 0)
+    assert (d.outcome, d.status_code, d.bytes_sent) == (DELIVERED, status, 0)
 
 
 def test_head(deliveries: Deliveries) -> None:
     # The test client drops a HEAD streaming body without closing it; a server closes.
     Client().head("/stream/").close()
     d = deliveries.only()
-    assert (d.method, d.outcome, d.bytes_sent) == ("HEAD", "delivered", 0)
+    assert (d.method, d.outcome, d.bytes_sent) == ("HEAD", DELIVERED, 0)
 
 
 def test_unmatched_and_junk_methods(deliveries: Deliveries, registry: CollectorRegistry) -> None:
@@ -172,7 +178,7 @@ def test_view_exception_is_a_delivered_500(deliveries: Deliveries) -> None:
     client = Client(raise_request_exception=False)
     assert client.get("/crash/").status_code == 500
     d = deliveries.only()
-    assert (d.outcome, d.status_code, d.route) == ("delivered", 500, "crash/")
+    assert (d.outcome, d.status_code, d.route) == (DELIVERED, 500, "crash/")
 
 
 def test_metrics_endpoint_is_not_tracked(deliveries: Deliveries) -> None:
@@ -279,7 +285,7 @@ def test_span_for_a_delivered_response(spans: InMemorySpanExporter) -> None:
         "http.route": "articles/<int:year>/",
         "http.response.status_code": 200,
         "http.response.body.size": len(b"" + Client().get("/articles/2020/").content),
-        "delivery.outcome": "delivered",
+        "delivery.outcome": DELIVERED,
     }
     assert span.status.status_code.name == "UNSET"
 
@@ -291,8 +297,8 @@ def test_span_for_a_failed_response(spans: InMemorySpanExporter) -> None:
     (span,) = spans.get_finished_spans()
     assert span.status.status_code.name == "ERROR"
     assert span.attributes is not None
-    assert span.attributes["error.type"] == "client_disconnect"
-    assert span.attributes["delivery.outcome"] == "client_disconnect"
+    assert span.attributes["error.type"] == CLIENT_DISCONNECT
+    assert span.attributes["delivery.outcome"] == CLIENT_DISCONNECT
 
 
 def test_span_honours_incoming_traceparent(spans: InMemorySpanExporter) -> None:
@@ -336,7 +342,7 @@ async def test_async_small(deliveries: Deliveries) -> None:
     assert response.status_code == 200
     d = deliveries.only()
     assert (d.outcome, d.route, d.bytes_sent) == (
-        "delivered",
+        DELIVERED,
         "async-small/",
         len(response.content),
     )
@@ -347,7 +353,7 @@ async def test_async_stream_fully_read(deliveries: Deliveries) -> None:
     body = b"".join([chunk async for chunk in response.streaming_content])
     await asyncio.gather(*signals._pending)  # close() ran on the loop: the signal is a task
     d = deliveries.only()
-    assert (d.outcome, d.bytes_sent) == ("delivered", len(body))
+    assert (d.outcome, d.bytes_sent) == (DELIVERED, len(body))
 
 
 async def test_async_stream_abandoned(deliveries: Deliveries) -> None:
@@ -356,7 +362,7 @@ async def test_async_stream_abandoned(deliveries: Deliveries) -> None:
     await anext(iterator)
     await iterator.aclose()
     await asyncio.to_thread(response.close)  # as Django's ASGI handler does, from a thread
-    assert deliveries.only().outcome == "client_disconnect"
+    assert deliveries.only().outcome == CLIENT_DISCONNECT
 
 
 def test_middleware_is_hybrid() -> None:
@@ -389,4 +395,4 @@ def test_body_written_in_parts_is_counted_without_joining(deliveries: Deliveries
     b"".join(response)
     response.close()
     delivery = deliveries.only()
-    assert (delivery.outcome, delivery.bytes_sent) == ("delivered", 1007)
+    assert (delivery.outcome, delivery.bytes_sent) == (DELIVERED, 1007)

@@ -30,6 +30,7 @@ from tests import views
 from tests.hardening.support import server_error_reports, start
 from tests.harness.clients import Abort, Seen, SlowRead, abort_after, full_read, slow_read, sweep
 from tests.harness.data import ensure_big_file
+from tests.harness.names import CLIENT_DISCONNECT, DELIVERED, STREAM_ERROR
 from tests.harness.records import Record, read_records, wait_for_records
 from tests.harness.scrape import difference, multiprocess_scrape, scrape, total
 from tests.harness.servers import Server, free_port
@@ -137,11 +138,11 @@ def test_mid_body_aborts_each_counted_once(gunicorn: Gunicorn) -> None:
     per_id = collections.Counter(r["test_id"] for r in records)
     assert len(records) == ABORTS and set(per_id.values()) == {1}, per_id.most_common(3)
     path_of = {a.test_id: path for path, a in aborts}
-    wrong = [r for r in records if r["outcome"] != "client_disconnect"]
+    wrong = [r for r in records if r["outcome"] != CLIENT_DISCONNECT]
     assert not wrong, f"{len(wrong)} aborts not recorded as client_disconnect: {wrong[:5]}"
     assert all(r["route"] == ROUTES[path_of[r["test_id"]]] for r in records)
 
-    expected = collections.Counter((ROUTES[path], "200", "client_disconnect") for path, _ in aborts)
+    expected = collections.Counter((ROUTES[path], "200", CLIENT_DISCONNECT) for path, _ in aborts)
     wait_for(
         lambda: total(difference(scrape(gunicorn.port).outcomes(), before)) >= ABORTS,
         RECORD_TIMEOUT,
@@ -168,7 +169,7 @@ def test_slow_readers_are_delivered(gunicorn: Gunicorn) -> None:
     records = {r["test_id"]: r for r in gunicorn.records({r.test_id for r in reads})}
     for path, read in zip(paths, reads, strict=True):
         record = records[read.test_id]
-        assert record["outcome"] == "delivered", (path, record)
+        assert record["outcome"] == DELIVERED, (path, record)
         assert record["bytes_sent"] == views.expected_body_size(path.strip("/")), record
     print(
         f"\n[faults] {len(reads)} slow readers ({[r.pauses for r in reads]} pauses, "
@@ -190,7 +191,7 @@ def test_error_stream_is_a_stream_error(gunicorn: Gunicorn) -> None:
         what="the stream errors in /metrics",
     )
     counted = difference(scrape(gunicorn.port).outcomes(), before)
-    assert counted == {("error-stream/", "200", "stream_error"): len(responses)}, counted
+    assert counted == {("error-stream/", "200", STREAM_ERROR): len(responses)}, counted
 
 
 def test_after_stop_every_request_recorded_once(gunicorn: Gunicorn) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.hardening.support import start
+from tests.harness.names import DELIVERED
 from tests.harness.records import read_records
 from tests.harness.scrape import Outcomes, multiprocess_scrape, scrape, total
 from tests.harness.servers import Server
@@ -159,7 +160,7 @@ def test_load_every_logged_request_counted_once(kind: str, tmp_path: Path) -> No
     expected = sum(access.values())
     # Every response wrk read was logged by the server (plus the cut /drain/ ones).
     assert every >= wrk_count, (every, wrk_count, wrk_output)
-    failures = total(scraped) - total(scraped, "delivered")
+    failures = total(scraped) - total(scraped, DELIVERED)
     print(
         f"\n[load] {kind}: wrk {wrk_count} responses "
         f"({wrk_count / (LOAD_SECONDS + DRAIN_SECONDS):.0f}/s incl. drain); access log "

@@ -13,11 +13,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from tests.harness.clients import TEST_ID_HEADER
 from tests.harness.waiting import wait_for
 
 ENV_VAR = "SENT_OTEL_TEST_RECORD"
-TEST_ID_HEADER = "X-Test-Id"
-_META_KEY = "HTTP_X_TEST_ID"
+#: How Django's request.META names the clients' ``X-Test-Id`` header.
+_META_KEY = "HTTP_" + TEST_ID_HEADER.upper().replace("-", "_")
 FIELDS = (
     "outcome",
     "reason",

@@ -16,9 +16,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-DELIVERED = "delivered"
-DISCONNECT = "client_disconnect"
-STREAM_ERROR = "stream_error"
+from tests.harness.names import CLIENT_DISCONNECT, DELIVERED, STREAM_ERROR
+
+DISCONNECT = CLIENT_DISCONNECT
 #: The request leaves no record at all (a documented limitation).
 NO_RECORD = None
 
