@@ -1,4 +1,4 @@
-"""gunicorn config of the multiprocess metrics tests: the package's hooks, plus a readiness mark.
+"""gunicorn config of the multiprocess test servers: the package's hooks and a readiness mark.
 
 ``PROMETHEUS_MULTIPROC_DIR`` comes from the environment; bind and workers from the command line.
 With ``SENT_OTEL_TEST_READY_DIR`` set, each worker creates ``<dir>/<pid>`` once it has loaded
