@@ -19,6 +19,7 @@ from tests.harness import clients
 from tests.harness.servers import Server
 from tests.harness.websocket import WebSocket
 from tests.recorder import Record, by_test_id, read_records, wait_for_records
+from tests.servers.accuracy import EXPECTED
 from tests.views import SMALL_BODY, STREAM_SIZE
 
 pytestmark = pytest.mark.servers
@@ -29,6 +30,7 @@ RECORD_TIMEOUT = 60.0
 
 @dataclass
 class Running:
+    kind: str
     server: Server
     record: Path
 
@@ -48,7 +50,7 @@ def running(
     record = workdir / "records.jsonl"
     server = Server(request.param, app=APP, record=record, log_dir=workdir)
     with server:
-        yield Running(server, record)
+        yield Running(request.param, server, record)
 
 
 def exchange(ws: WebSocket, text: str) -> dict[str, object]:
@@ -93,6 +95,9 @@ def test_http_next_to_an_open_websocket_is_tracked(running: Running) -> None:
         assert (record["outcome"], record["bytes_sent"]) == ("delivered", STREAM_SIZE), record
         aborted = clients.abort_after(port, "/astream/", 16384)
         assert aborted.status == 200 and not aborted.complete
-        assert running.delivery(aborted.test_id)["outcome"] == "client_disconnect"
+        # What the outcome matrix accepts for this server (daphne buffers without
+        # back-pressure: the body may be all handed over before the reset arrives).
+        accepted = EXPECTED[running.kind]["astream/abort"].outcomes
+        assert running.delivery(aborted.test_id)["outcome"] in accepted
         exchange(ws, "after")  # the websocket lived through all of it
     assert ws.close_code == 1000
