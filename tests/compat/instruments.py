@@ -14,7 +14,7 @@ from typing import Any
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from tests.recorder import append
+from tests.harness.records import append
 
 SENTRY_FILE_ENV = "SENT_OTEL_COMPAT_SENTRY"
 #: Nothing listens on the discard port: a DSN that could not send anywhere even if asked.

@@ -20,10 +20,10 @@ from django.conf import settings
 
 from tests.compat import views
 from tests.compat.instruments import SENTRY_FILE_ENV
-from tests.data import BIG_FILE_SIZE, ensure_big_file
 from tests.harness import clients
+from tests.harness.data import BIG_FILE_SIZE, ensure_big_file
+from tests.harness.records import Record, by_test_id, wait_for_records
 from tests.harness.servers import Server
-from tests.recorder import Record, by_test_id, wait_for_records
 
 pytestmark = pytest.mark.servers
 

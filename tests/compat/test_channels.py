@@ -16,9 +16,9 @@ import pytest
 
 from django_sent_otel.middleware import SCOPE_KEY
 from tests.harness import clients
+from tests.harness.records import Record, by_test_id, read_records, wait_for_records
 from tests.harness.servers import Server
 from tests.harness.websocket import WebSocket
-from tests.recorder import Record, by_test_id, read_records, wait_for_records
 from tests.servers.accuracy import EXPECTED
 from tests.views import SMALL_BODY, STREAM_SIZE
 

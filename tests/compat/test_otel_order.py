@@ -20,8 +20,8 @@ import pytest
 
 from tests.harness import clients
 from tests.harness.otlp import OTLPReceiver, ReceivedSpan
+from tests.harness.records import Record, by_test_id, wait_for_records
 from tests.harness.servers import Server
-from tests.recorder import Record, by_test_id, wait_for_records
 from tests.test_tracing_e2e import SPAN_NAME, SPAN_TIMEOUT, otel_env
 from tests.views import STREAM_SIZE
 
