@@ -428,9 +428,13 @@ class TestGunicornMultiprocess:
         g = gunicorn_traffic
         port, log = g.server.port, g.server.log_tail
         workers = g.wait_workers()
+        expected = len(read_records(g.record)) + 6
         for _ in range(6):
             assert full_read(port, "/small/").complete
         small = label_key({"method": "GET", "route": "small/", "status": "200"})
+        # A record is written when delivery ends, which may be after the client read the last
+        # byte: wait for every record, then for /metrics to show them all.
+        wait_for_records(g.record, expected)
         served = collections.Counter(r["pid"] for r in read_records(g.record))
         victim = max(workers, key=lambda pid: served[pid])
         assert served[victim] > 0, f"no worker of {workers} served anything: {served}"
