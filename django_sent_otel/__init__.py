@@ -31,7 +31,7 @@ def on_delivered(request: Any, callback: Callable[[Delivery], object]) -> bool:
     if tracker is None or tracker.done:
         if not _warned_untracked:
             _warned_untracked = True
-            logging.getLogger("django_sent_otel").warning(
+            logging.getLogger(__name__).warning(
                 "django-sent-otel: on_delivered() called for a request that is not tracked "
                 "(disabled, excluded path, DeliveryMiddleware missing, or delivery already "
                 "ended); the callback will not run"

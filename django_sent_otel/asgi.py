@@ -19,7 +19,7 @@ from .delivery import CLIENT_DISCONNECT, Tracker, classify, is_bodiless
 from .middleware import SCOPE_KEY, route_before_response
 from .pipeline import runtime
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

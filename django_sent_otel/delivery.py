@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, NamedTuple, Protocol
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 DELIVERED: Final = "delivered"
 CLIENT_DISCONNECT: Final = "client_disconnect"

@@ -23,7 +23,7 @@ from . import TRACKER_ATTR
 from .delivery import CLIENT_DISCONNECT, STREAM_ERROR, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 #: Key under which the ASGI wrapper hands its tracker to the middleware in the scope.
 SCOPE_KEY = "django_sent_otel.tracker"

@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 from .conf import DEFAULT_BUCKETS, DEFAULT_EXCLUDED_PATHS, PREFIX, conf
 from .delivery import Sink
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

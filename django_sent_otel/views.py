@@ -17,7 +17,7 @@ from .metrics import multiprocess_dir
 from .middleware import UNTRACKED_ATTR
 from .pipeline import Runtime, runtime
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 
 # Stay reachable when Django's LoginRequiredMiddleware is on (the attribute it checks).
