@@ -14,6 +14,8 @@ from django.utils.module_loading import import_string
 from .conf import PREFIX
 from .pipeline import valid_buckets, valid_meta_key, valid_token
 
+#: The tag the checks are registered under (bad settings are not upgrade issues).
+CHECK_TAG = "django_sent_otel"
 MIDDLEWARE_PATH = "django_sent_otel.middleware.DeliveryMiddleware"
 OTEL_MIDDLEWARE = (
     "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"

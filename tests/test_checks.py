@@ -112,3 +112,15 @@ def test_checks_are_registered() -> None:
 def test_bad_settings_never_break_requests() -> None:
     response = Client().get("/small/")
     assert response.status_code == 200
+
+
+def test_checks_run_under_their_own_tag_not_compatibility() -> None:
+    from django.core import checks
+
+    from django_sent_otel.checks import CHECK_TAG
+
+    with override_settings(SENT_OTEL_ENABLED="yes", MIDDLEWARE=[]):
+        ours = {m.id for m in checks.run_checks(tags=[CHECK_TAG])}
+        compatibility = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
+    assert {"django_sent_otel.E001", "django_sent_otel.W002"} <= ours
+    assert not any(str(i).startswith("django_sent_otel.") for i in compatibility)
