@@ -21,6 +21,7 @@ CLIENT_DISCONNECT: Final = "client_disconnect"
 STREAM_ERROR: Final = "stream_error"
 REASONS: Final = (CLIENT_DISCONNECT, STREAM_ERROR)
 UNMATCHED: Final = "unmatched"
+OTHER: Final = "other"
 
 METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -42,7 +43,7 @@ def normalize_method(method: str | None) -> str:
     if method in METHODS:
         return method
     upper = method.upper() if isinstance(method, str) else ""
-    return upper if upper in METHODS else "other"
+    return upper if upper in METHODS else OTHER
 
 
 def is_bodiless(method: str, status_code: int) -> bool:
