@@ -147,12 +147,21 @@ def resolve_provider(obj: Any) -> Any:
     return obj
 
 
+#: Providers given to ``DeliveryInstrumentor().instrument(tracer_provider=..., meter_provider=...)``
+#: (``tracer_provider``, ``meter_provider``); a setting naming a provider wins.
+instrumented: dict[str, Any] = {}
+
+
 def _given_tracer() -> Any:
-    """The tracer of the provider ``SENT_OTEL_TRACER_PROVIDER`` names; None when unset."""
+    """The tracer of the provider ``SENT_OTEL_TRACER_PROVIDER`` names, else of the one the
+    instrumentor was given; None when neither is."""
     from .tracing import get_tracer
 
     path = conf.TRACER_PROVIDER
-    return get_tracer(resolve_provider(import_string(path))) if path else None
+    if path:
+        return get_tracer(resolve_provider(import_string(path)))
+    provider = instrumented.get("tracer_provider")
+    return None if provider is None else get_tracer(provider)
 
 
 def valid_meta_key(value: Any) -> bool:
