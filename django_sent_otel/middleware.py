@@ -196,7 +196,7 @@ def _start(request: HttpRequest) -> Tracker | None:
         # Instance attributes read through __dict__: a missing attribute costs no exception.
         scope = request.__dict__.get("scope")
         outer: Tracker | None = None if scope is None else scope.get(SCOPE_KEY)
-        if not rt.enabled or rt.is_excluded(request.path_info):
+        if not rt.enabled or rt.is_excluded(request.path_info) or rt.is_url_excluded(request):
             if outer is not None:
                 outer.discard()
             return None

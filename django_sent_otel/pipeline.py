@@ -11,6 +11,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import os
 import re
 import secrets
 import threading
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
 _META_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
+DJANGO_EXCLUDED_URLS = "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"
+EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
 
 
 class Runtime:
@@ -46,6 +49,7 @@ class Runtime:
         "returned_sinks",
         "sinks",
         "token",
+        "url_excluded",
     )
 
     def __init__(
@@ -58,6 +62,7 @@ class Runtime:
         token: bytes | None = None,
         networks: tuple[Network, ...] | None = None,
         ip_header: str | None = None,
+        url_excluded: Any = None,
     ) -> None:
         self.enabled = enabled
         self.excluded = excluded
@@ -68,9 +73,21 @@ class Runtime:
         self.token = token
         self.networks = networks
         self.ip_header = ip_header
+        #: ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` as the Django instrumentation reads it.
+        self.url_excluded = url_excluded
 
     def is_excluded(self, path: str) -> bool:
         return self.excluded is not None and self.excluded.search(path) is not None
+
+    def is_url_excluded(self, request: Any) -> bool:
+        """Whether the Django instrumentation excludes this request from its server span
+        (it matches the URL without the query string)."""
+        if self.url_excluded is None:
+            return False
+        try:
+            return bool(self.url_excluded.url_disabled(request.build_absolute_uri("?")))
+        except Exception:  # DisallowedHost: Django answers 400 on its own
+            return False
 
 
 def _safe(name: str, build: Any, fallback: Any) -> Any:
@@ -162,6 +179,25 @@ def _given_tracer() -> Any:
         return get_tracer(resolve_provider(import_string(path)))
     provider = instrumented.get("tracer_provider")
     return None if provider is None else get_tracer(provider)
+
+
+def _url_excluded() -> Any:
+    """The Django instrumentation's exclusion list, read by its own helper with its rules
+    (``OTEL_PYTHON_DJANGO_EXCLUDED_URLS``, else ``OTEL_PYTHON_EXCLUDED_URLS``: comma-separated
+    regular expressions searched in the URL). None when unset, or when opentelemetry-util-http
+    (installed with the Django instrumentation) is absent."""
+    value = os.environ.get(DJANGO_EXCLUDED_URLS, os.environ.get(EXCLUDED_URLS, ""))
+    if not value:
+        return None
+    try:
+        from opentelemetry.util.http import parse_excluded_urls
+    except ImportError:
+        return None
+    try:
+        return parse_excluded_urls(value)
+    except Exception:
+        logger.exception("django-sent-otel: %s is invalid; it is ignored", DJANGO_EXCLUDED_URLS)
+        return None
 
 
 def valid_meta_key(value: Any) -> bool:
@@ -257,6 +293,7 @@ def build() -> Runtime:
         token=_safe("METRICS_TOKEN", _token, secrets.token_bytes(32)),
         networks=_safe("METRICS_ALLOWED_NETWORKS", _networks, ()),
         ip_header=_safe("METRICS_CLIENT_IP_HEADER", _ip_header, None),
+        url_excluded=_url_excluded(),
     )
 
 

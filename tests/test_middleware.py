@@ -450,3 +450,37 @@ def test_body_written_in_parts_is_counted_without_joining(deliveries: Any) -> No
     delivery = only(deliveries)
     assert (delivery.outcome, delivery.bytes_sent) == ("delivered", 1007)
 
+
+@pytest.mark.parametrize(
+    ("env", "excluded"),
+    [
+        ({"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "small/$,health"}, True),
+        ({"OTEL_PYTHON_EXCLUDED_URLS": r"testserver/sm"}, True),
+        (
+            {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "other", "OTEL_PYTHON_EXCLUDED_URLS": "small"},
+            False,
+        ),
+        ({"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "small/x"}, False),
+        ({}, False),
+    ],
+)
+def test_django_instrumentation_exclusions_are_honoured(
+    env: dict[str, str], excluded: bool, deliveries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What opentelemetry-instrumentation-django leaves without a server span (its variables,
+    its rules: regular expressions searched in the URL without the query) is not tracked."""
+    from django_sent_otel import pipeline
+
+    monkeypatch.delenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", raising=False)
+    monkeypatch.delenv("OTEL_PYTHON_EXCLUDED_URLS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pipeline.reset()
+    try:
+        Client().get("/small/?health=1")
+        Client().get("/articles/2020/")
+    finally:
+        monkeypatch.undo()
+        pipeline.reset()
+    routes = [d.route for _, _, d in deliveries]
+    assert routes == (["articles/<int:year>/"] if excluded else ["small/", "articles/<int:year>/"])
