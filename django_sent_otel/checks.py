@@ -54,7 +54,13 @@ def _setting(name: str) -> Any:
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for name in ("ENABLED", "METRICS_ENABLED", "METRICS_EXEMPLARS", "TRACING_ENABLED"):
+    for name in (
+        "ENABLED",
+        "METRICS_ENABLED",
+        "METRICS_EXEMPLARS",
+        "OTEL_METRICS_ENABLED",
+        "TRACING_ENABLED",
+    ):
         value = _setting(name)
         if value is not _MISSING and not isinstance(value, bool):
             errors.append(_error("E001", f"Set {PREFIX}{name} to True or False.", value))

@@ -91,6 +91,10 @@ class Settings:
         return value
 
     @property
+    def OTEL_METRICS_ENABLED(self) -> bool:
+        return bool(self._get("OTEL_METRICS_ENABLED", False))
+
+    @property
     def TRACING_ENABLED(self) -> bool:
         return bool(self._get("TRACING_ENABLED", True))
 

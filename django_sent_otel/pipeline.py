@@ -284,6 +284,13 @@ def build() -> Runtime:
         if metrics is not None:
             exemplars = _safe("METRICS_EXEMPLARS", lambda: conf.METRICS_EXEMPLARS, True)
             sinks.append(MetricsSink(metrics, exemplars=exemplars))
+    if _safe("OTEL_METRICS_ENABLED", lambda: conf.OTEL_METRICS_ENABLED, False):
+        from .otel_metrics import OtelMetricsSink, get_otel_metrics
+
+        provider = instrumented.get("meter_provider")
+        otel = _safe("OTEL_METRICS_ENABLED", lambda: get_otel_metrics(provider), None)
+        if otel is not None:
+            sinks.append(OtelMetricsSink(otel))
     sinks.append(SignalSink())
     return Runtime(
         enabled,

@@ -28,6 +28,7 @@ def test_defaults_are_valid() -> None:
     [
         ({"SENT_OTEL_ENABLED": "yes"}, ["E001"]),
         ({"SENT_OTEL_TRACING_ENABLED": 1}, ["E001"]),
+        ({"SENT_OTEL_OTEL_METRICS_ENABLED": "on"}, ["E001"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": "^/health$"}, ["E002"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": ["^/ok$", 3]}, ["E002"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": ["(unclosed"]}, ["E003"]),
