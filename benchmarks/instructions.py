@@ -26,6 +26,7 @@ DEFAULT_CONFIGS = (
     "bare",
     "floor-metrics",
     "plugin-metrics",
+    "plugin-otel-metrics",
     "plugin-noop",
     "floor-span",
     "plugin-sdk",
@@ -33,7 +34,7 @@ DEFAULT_CONFIGS = (
     "otel-django",
     "otel-django-plugin",
 )
-BASELINE = {"otel-django-plugin": "otel-django"}
+BASELINE = {"otel-django-plugin": "otel-django", "plugin-otel-metrics": "plugin-metrics"}
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
