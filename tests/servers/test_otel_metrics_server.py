@@ -19,7 +19,7 @@ from django_sent_otel.tracing import SCHEMA_URL
 from tests.harness import servers
 from tests.harness.clients import abort_after, full_read
 from tests.harness.otlp import OTLPReceiver
-from tests.servers.scrape import scrape
+from tests.harness.scrape import scrape
 from tests.views import SMALL_BODY
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
