@@ -56,6 +56,12 @@ def setup_otel(cfg: configs.Config) -> None:
         _exporter = CountingExporter()
         provider.add_span_processor(BatchSpanProcessor(_exporter))
         trace.set_tracer_provider(provider)
+    if cfg.sdk_metrics:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     if cfg.otel_django:
         from opentelemetry.instrumentation.django import DjangoInstrumentor
 

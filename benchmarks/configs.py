@@ -25,6 +25,8 @@ class Config:
     settings: dict[str, Any] = field(default_factory=dict)
     #: An SDK TracerProvider with a BatchSpanProcessor and a counting exporter, made global.
     sdk: bool = False
+    #: An SDK MeterProvider with an in-memory reader (aggregation, no export), made global.
+    sdk_metrics: bool = False
     #: ``DjangoInstrumentor().instrument()`` before the handler is built.
     otel_django: bool = False
     #: Served by Django's ASGIHandler (wrapped by the plugin's ASGI wrapper when it is on).
@@ -40,7 +42,7 @@ class Config:
         needed: list[str] = []
         if "django_prometheus" in self.apps:
             needed.append("django_prometheus")
-        if self.sdk:
+        if self.sdk or self.sdk_metrics:
             needed.append("opentelemetry.sdk")
         if self.otel_django:
             needed.append("opentelemetry.instrumentation.django")
@@ -74,6 +76,14 @@ CONFIGS: Final = {
         ),
         Config("plugin-noop", "plugin, tracing with the API no-op tracer", (PLUGIN,), _PLUGIN_APPS),
         Config("plugin-sdk", "plugin, SDK spans + metrics", (PLUGIN,), _PLUGIN_APPS, sdk=True),
+        Config(
+            "plugin-otel-metrics",
+            "plugin, metrics + OTel metrics (SDK MeterProvider), no tracing",
+            (PLUGIN,),
+            _PLUGIN_APPS,
+            {**_NO_TRACING, "SENT_OTEL_OTEL_METRICS_ENABLED": True},
+            sdk_metrics=True,
+        ),
         Config(
             "django-prometheus",
             "django-prometheus",

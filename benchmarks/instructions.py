@@ -27,6 +27,7 @@ DEFAULT_CONFIGS = (
     "floor-metrics",
     "floor-aggregate",
     "plugin-metrics",
+    "plugin-otel-metrics",
     "plugin-noop",
     "floor-span",
     "plugin-sdk",
@@ -34,7 +35,7 @@ DEFAULT_CONFIGS = (
     "otel-django",
     "otel-django-plugin",
 )
-BASELINE = {"otel-django-plugin": "otel-django"}
+BASELINE = {"otel-django-plugin": "otel-django", "plugin-otel-metrics": "plugin-metrics"}
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 

@@ -10,9 +10,10 @@ class SentOtelConfig(AppConfig):
     verbose_name = "django-sent-otel"
 
     def ready(self) -> None:
-        from .checks import check_middleware, check_settings
+        from .checks import CHECK_TAG, check_middleware, check_settings
         from .pipeline import reset
 
-        checks.register(check_settings, checks.Tags.compatibility)
-        checks.register(check_middleware, checks.Tags.compatibility)
+        # Our own tag: `manage.py check --tag django_sent_otel` runs just these.
+        checks.register(check_settings, CHECK_TAG)
+        checks.register(check_middleware, CHECK_TAG)
         setting_changed.connect(reset, dispatch_uid="django_sent_otel.reset")

@@ -21,7 +21,7 @@ from django.core.handlers.asgi import get_script_prefix
 from .delivery import CLIENT_DISCONNECT, SCOPE_KEY, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

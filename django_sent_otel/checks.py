@@ -9,6 +9,8 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import PREFIX, SETTINGS, UNSET, PatternError, SettingError, raw
 
+#: The tag the checks are registered under (bad settings are not upgrade issues).
+CHECK_TAG = "django_sent_otel"
 MIDDLEWARE_PATH = "django_sent_otel.middleware.DeliveryMiddleware"
 OTEL_MIDDLEWARE = (
     "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
@@ -42,6 +44,7 @@ SETTING_IDS = {
     "METRICS_TOKEN": "E007",
     "METRICS_ALLOWED_NETWORKS": "E008",
     "METRICS_CLIENT_IP_HEADER": "E009",
+    "OTEL_METRICS_ENABLED": "E001",
     "TRACING_ENABLED": "E001",
     "TRACER_PROVIDER": "E010",
 }

@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 
 from .delivery import log_once
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 PREFIX: Final = "SENT_OTEL_"
 
@@ -198,6 +198,7 @@ SETTINGS: Final = (
     Setting("METRICS_TOKEN", None, _token),
     Setting("METRICS_ALLOWED_NETWORKS", None, _networks),
     Setting("METRICS_CLIENT_IP_HEADER", None, _meta_key),
+    Setting("OTEL_METRICS_ENABLED", False, _bool),
     Setting("TRACING_ENABLED", True, _bool),
     Setting("TRACER_PROVIDER", None, _provider),
 )
@@ -235,6 +236,7 @@ class Settings:
     METRICS_TOKEN: bytes | None
     METRICS_ALLOWED_NETWORKS: tuple[Network, ...] | None
     METRICS_CLIENT_IP_HEADER: str | None
+    OTEL_METRICS_ENABLED: bool
     TRACING_ENABLED: bool
     TRACER_PROVIDER: Any  # a provider, its class or a factory
 

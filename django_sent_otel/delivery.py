@@ -16,7 +16,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 from ._compat import new_tuple
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 #: The request attribute holding its tracker (read by ``on_delivered``).
 TRACKER_ATTR: Final = "_sent_otel_tracker"
@@ -31,6 +31,7 @@ CLIENT_DISCONNECT: Final = "client_disconnect"
 STREAM_ERROR: Final = "stream_error"
 REASONS: Final = (CLIENT_DISCONNECT, STREAM_ERROR)
 UNMATCHED: Final = "unmatched"
+OTHER: Final = "other"
 
 METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -52,7 +53,7 @@ def normalize_method(method: str | None) -> str:
     if method in METHODS:
         return method
     upper = method.upper() if isinstance(method, str) else ""
-    return upper if upper in METHODS else "other"
+    return upper if upper in METHODS else OTHER
 
 
 def is_bodiless(method: str, status_code: int) -> bool:

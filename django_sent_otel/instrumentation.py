@@ -3,7 +3,9 @@
 With ``opentelemetry-instrument gunicorn ...`` the Django instrumentation puts its middleware
 first; this instrumentor puts :class:`DeliveryMiddleware` right after it (or first when the
 Django instrumentation is absent), so the ``response-delivered`` span is parented to the
-Django server span with no code change.
+Django server span with no code change. ``instrument(tracer_provider=..., meter_provider=...)``
+makes the span and the OpenTelemetry metrics use those providers instead of the global ones
+(a ``SENT_OTEL_TRACER_PROVIDER`` setting still wins).
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from . import pipeline
 from .checks import MIDDLEWARE_PATH, OTEL_MIDDLEWARE
+from .package import _instruments
+
+_PROVIDERS = ("tracer_provider", "meter_provider")
 
 
 def _middleware() -> list[str]:
@@ -24,10 +30,16 @@ def _middleware() -> list[str]:
 
 
 class DeliveryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    _inserted = False
+
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ("django >= 5.2",)
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        given = {name: kwargs[name] for name in _PROVIDERS if kwargs.get(name) is not None}
+        if given:
+            pipeline.instrumented.update(given)
+            pipeline.reset()
         try:
             middleware = _middleware()
         except Exception:  # settings not configured: nothing to instrument
@@ -37,8 +49,15 @@ class DeliveryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         position = middleware.index(OTEL_MIDDLEWARE) + 1 if OTEL_MIDDLEWARE in middleware else 0
         middleware.insert(position, MIDDLEWARE_PATH)
         settings.MIDDLEWARE = middleware
+        self._inserted = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        if pipeline.instrumented:
+            pipeline.instrumented.clear()
+            pipeline.reset()
+        if not self._inserted:
+            return  # the project lists the middleware itself: leave it
+        self._inserted = False
         middleware = _middleware()
         if MIDDLEWARE_PATH in middleware:
             middleware.remove(MIDDLEWARE_PATH)

@@ -46,7 +46,7 @@ from prometheus_client.utils import floatToGoString
 from .conf import DEFAULT_BUCKETS
 from .delivery import Delivery, Tracker
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 _Key = tuple[str, str, int, str | None]
 #: Label names and values of one sample.

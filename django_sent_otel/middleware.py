@@ -34,7 +34,7 @@ from .delivery import (
 )
 from .pipeline import runtime
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 _NO_WRAPPER = (
     "django-sent-otel: running under ASGI without the delivery wrapper: client disconnects of "
     "non-streaming responses and exceptions escaping Django are not observable. Use "
@@ -234,10 +234,13 @@ def _start(request: HttpRequest) -> Tracker | None:
             tracker: Tracker | None = scope[SCOPE_KEY]  # the ASGI wrapper decided
             if tracker is None:
                 return None
+            if runtime().is_url_excluded(request):  # needs the request: decided here
+                tracker.discard()
+                return None
             tracker.request = request
         else:
             rt = runtime()
-            if not rt.enabled or rt.is_excluded(request.path_info):
+            if not rt.enabled or rt.is_excluded(request.path_info) or rt.is_url_excluded(request):
                 return None
             if scope is not None:
                 log_once(logger, _NO_WRAPPER)

@@ -7,6 +7,8 @@ already fallen back to their defaults, so building never raises on the request p
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -15,11 +17,20 @@ from typing import Any
 from .conf import PREFIX, conf
 from .delivery import Sink
 
+logger = logging.getLogger(__name__)
+
+DJANGO_EXCLUDED_URLS = "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"
+EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
+
+#: Providers given to ``DeliveryInstrumentor().instrument(tracer_provider=..., meter_provider=...)``
+#: (``tracer_provider``, ``meter_provider``); a setting naming a provider wins.
+instrumented: dict[str, Any] = {}
+
 
 class Runtime:
     """What the adapters need per request: the sinks, and whether a path is tracked."""
 
-    __slots__ = ("enabled", "excluded", "metrics", "returned_sinks", "sinks")
+    __slots__ = ("enabled", "excluded", "metrics", "returned_sinks", "sinks", "url_excluded")
 
     def __init__(
         self,
@@ -27,6 +38,7 @@ class Runtime:
         excluded: re.Pattern[str] | None,
         sinks: Sequence[Sink],
         metrics: Any = None,
+        url_excluded: Any = None,
     ) -> None:
         self.enabled = enabled
         self.excluded = excluded
@@ -34,9 +46,53 @@ class Runtime:
         # A sink whose class sets ``on_return = False`` has nothing to do at handler return.
         self.returned_sinks = tuple(s for s in self.sinks if getattr(s, "on_return", True))
         self.metrics = metrics
+        #: ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` as the Django instrumentation reads it.
+        self.url_excluded = url_excluded
 
     def is_excluded(self, path: str) -> bool:
         return self.excluded is not None and self.excluded.search(path) is not None
+
+    def is_url_excluded(self, request: Any) -> bool:
+        """Whether the Django instrumentation excludes this request from its server span
+        (it matches the URL without the query string)."""
+        if self.url_excluded is None:
+            return False
+        try:
+            return bool(self.url_excluded.url_disabled(request.build_absolute_uri("?")))
+        except Exception:  # DisallowedHost: Django answers 400 on its own
+            return False
+
+
+def _url_excluded() -> Any:
+    """The Django instrumentation's exclusion list, read by its own helper with its rules
+    (``OTEL_PYTHON_DJANGO_EXCLUDED_URLS``, else ``OTEL_PYTHON_EXCLUDED_URLS``: comma-separated
+    regular expressions searched in the URL). None when unset, or when opentelemetry-util-http
+    (installed with the Django instrumentation) is absent."""
+    value = os.environ.get(DJANGO_EXCLUDED_URLS, os.environ.get(EXCLUDED_URLS, ""))
+    if not value:
+        return None
+    try:
+        from opentelemetry.util.http import parse_excluded_urls
+    except ImportError:
+        return None
+    try:
+        return parse_excluded_urls(value)
+    except Exception:
+        logger.exception("django-sent-otel: %s is invalid; it is ignored", DJANGO_EXCLUDED_URLS)
+        return None
+
+
+def _otel_metrics_sink() -> Sink | None:
+    """The OpenTelemetry metrics sink when ``SENT_OTEL_OTEL_METRICS_ENABLED`` asks for it."""
+    if not conf.OTEL_METRICS_ENABLED:
+        return None
+    from .otel_metrics import OtelMetricsSink, get_otel_metrics
+
+    try:
+        return OtelMetricsSink(get_otel_metrics(instrumented.get("meter_provider")))
+    except Exception:
+        logger.exception("django-sent-otel: could not create the OpenTelemetry metrics")
+        return None
 
 
 def build() -> Runtime:
@@ -48,13 +104,15 @@ def build() -> Runtime:
     # it); the signal and callbacks come last, once every metric and span is recorded.
     tracing_sink = tracing.build_sink()
     metrics_sink = metrics.build_sink()
-    sinks: list[Sink] = [s for s in (tracing_sink, metrics_sink) if s is not None]
+    otel_sink = _otel_metrics_sink()
+    sinks: list[Sink] = [s for s in (tracing_sink, metrics_sink, otel_sink) if s is not None]
     sinks.append(SignalSink())
     return Runtime(
         conf.ENABLED,
         conf.EXCLUDED_PATHS,
         sinks,
         None if metrics_sink is None else metrics_sink.metrics,
+        url_excluded=_url_excluded(),
     )
 
 

@@ -21,11 +21,35 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
 from ._compat import UNKNOWN, tracer_provider_set
-from .delivery import Delivery, Tracker, log_once
+from .delivery import OTHER, UNMATCHED, Delivery, Tracker, log_once
 
-logger = logging.getLogger("django_sent_otel")
+logger = logging.getLogger(__name__)
 
 SPAN_NAME = "response-delivered"
+#: The semantic conventions version whose attribute names the span and metrics use.
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
+#: ``delivered`` or the failure reason, in the package's own attribute namespace.
+OUTCOME_ATTRIBUTE = "django_sent_otel.delivery.outcome"
+#: The same value under its first, unnamespaced key: deprecated, removed in the next release.
+LEGACY_OUTCOME_ATTRIBUTE = "delivery.outcome"
+#: A method outside the standard set, as the HTTP conventions spell it.
+OTHER_METHOD = "_OTHER"
+
+
+def http_attributes(delivery: Delivery) -> dict[str, Any]:
+    """The HTTP convention attributes of a delivery; unknown values are left out (no route
+    when no URL pattern matched, no status code when no response was made)."""
+    method = delivery.method
+    attributes: dict[str, Any] = {
+        "http.request.method": OTHER_METHOD if method == OTHER else method
+    }
+    if delivery.route != UNMATCHED:
+        attributes["http.route"] = delivery.route
+    if delivery.status_code:
+        attributes["http.response.status_code"] = delivery.status_code
+    if delivery.reason is not None:
+        attributes["error.type"] = delivery.reason
+    return attributes
 
 
 def _meta_key(header: str) -> str:
@@ -47,7 +71,9 @@ _meta_getter = _MetaGetter()
 
 
 def get_tracer(provider: trace.TracerProvider | None = None) -> trace.Tracer:
-    return trace.get_tracer("django_sent_otel", __version__, tracer_provider=provider)
+    return trace.get_tracer(
+        "django_sent_otel", __version__, tracer_provider=provider, schema_url=SCHEMA_URL
+    )
 
 
 def _parent_context(tracker: Tracker) -> otel_context.Context | None:
@@ -129,16 +155,10 @@ class TracingSink:
             # The outcome came before any response (the client left while the view ran):
             # the span covers the request from its start.
             start = (_parent_context(tracker), time_ns() - int(delivery.duration * 1e9))
-        attributes: dict[str, Any] = {
-            "http.request.method": delivery.method,
-            "http.route": delivery.route,
-            "http.response.status_code": delivery.status_code,
-            "http.response.body.size": delivery.bytes_sent,
-            "delivery.outcome": delivery.outcome,
-        }
+        attributes = http_attributes(delivery)
+        attributes["http.response.body.size"] = delivery.bytes_sent
+        attributes[OUTCOME_ATTRIBUTE] = attributes[LEGACY_OUTCOME_ATTRIBUTE] = delivery.outcome
         reason = delivery.reason
-        if reason is not None:
-            attributes["error.type"] = reason
         span = self.tracer.start_span(
             SPAN_NAME,
             context=start[0],
@@ -181,4 +201,9 @@ def build_sink() -> TracingSink | None:
         except Exception:
             message = "django-sent-otel: %r gave no tracer provider; using the global one"
             log_once(logger, message, named, key=f"tracer provider {named!r}", error=True)
+    from .pipeline import instrumented
+
+    given = instrumented.get("tracer_provider")
+    if given is not None:
+        return TracingSink(get_tracer(given))
     return TracingSink(get_tracer(None), live=False)

@@ -8,23 +8,18 @@ import ipaddress
 import logging
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, multiprocess
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .conf import conf
 from .delivery import UNTRACKED_ATTR
 from .metrics import multiprocess_dir
 from .pipeline import runtime
 
-logger = logging.getLogger("django_sent_otel")
-
-
-# Stay reachable when Django's LoginRequiredMiddleware is on (the attribute it checks).
-def _login_not_required(view: Any) -> Any:
-    view.login_required = False
-    return view
+logger = logging.getLogger(__name__)
 
 
 def _registry() -> Any:
@@ -70,7 +65,7 @@ def _token_ok(request: HttpRequest) -> bool:
     return hmac.compare_digest(given.strip().encode(), token)
 
 
-@_login_not_required
+@login_not_required  # reachable under LoginRequiredMiddleware; access is ours to decide
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the metrics registry; never counted in its own metrics.
@@ -94,8 +89,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(output, content_type=content_type)
     response["Cache-Control"] = "no-store"
     response["Vary"] = "Accept, Accept-Encoding"
-    accept_encoding = request.META.get("HTTP_ACCEPT_ENCODING", "")
-    if "gzip" in accept_encoding:
+    if gzip_accepted(request.META.get("HTTP_ACCEPT_ENCODING", "")):
         response.content = gzip.compress(output)
         response["Content-Encoding"] = "gzip"
     return response

@@ -37,7 +37,6 @@ import httpx
 
 from tests.harness.clients import abort_after, full_read
 from tests.harness.names import (
-    CLIENT_DISCONNECT,
     DELIVERED_TOTAL,
     DELIVERY_DURATION,
     FAILURES_TOTAL,
@@ -328,7 +327,7 @@ def pick_trace(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def score(span: dict[str, Any]) -> tuple[bool, bool, float]:
         attributes = span.get("attributes", {})
         return (
-            attributes.get("delivery.outcome") == CLIENT_DISCONNECT,
+            attributes.get("django_sent_otel.delivery.outcome") == "client_disconnect",
             attributes.get("http.route") == "export.csv",
             _timestamp(span["end_time"]) - _timestamp(span["start_time"]),
         )
@@ -358,7 +357,7 @@ def format_trace(spans: list[dict[str, Any]]) -> list[str]:
         )
         attributes = span.get("attributes", {})
         if span.get("name") == "response-delivered":
-            keys = ("delivery.outcome", "http.response.body.size", "error.type")
+            keys = ("django_sent_otel.delivery.outcome", "http.response.body.size", "error.type")
             shown = " ".join(f"{k}={attributes[k]}" for k in keys if k in attributes)
             lines.append(f"{'':>7}{shown}")
     return lines

@@ -30,6 +30,7 @@ def test_defaults_are_valid() -> None:
         ({"SENT_OTEL_ENABLED": "yes"}, ["E001"]),
         ({"SENT_OTEL_METRICS_ENABLED": "false"}, ["E001"]),
         ({"SENT_OTEL_TRACING_ENABLED": 1}, ["E001"]),
+        ({"SENT_OTEL_OTEL_METRICS_ENABLED": "on"}, ["E001"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": "^/health$"}, ["E002"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": ["^/ok$", 3]}, ["E002"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": ["(unclosed"]}, ["E003"]),
@@ -128,3 +129,15 @@ def test_checks_are_registered() -> None:
 def test_bad_settings_never_break_requests() -> None:
     response = Client().get("/small/")
     assert response.status_code == 200
+
+
+def test_checks_run_under_their_own_tag_not_compatibility() -> None:
+    from django.core import checks
+
+    from django_sent_otel.checks import CHECK_TAG
+
+    with override_settings(SENT_OTEL_ENABLED="yes", MIDDLEWARE=[]):
+        ours = {m.id for m in checks.run_checks(tags=[CHECK_TAG])}
+        compatibility = {m.id for m in checks.run_checks(tags=[checks.Tags.compatibility])}
+    assert {"django_sent_otel.E001", "django_sent_otel.W002"} <= ours
+    assert not any(str(i).startswith("django_sent_otel.") for i in compatibility)

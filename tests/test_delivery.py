@@ -129,6 +129,40 @@ def test_sink_exceptions_are_contained(caplog: pytest.LogCaptureFixture) -> None
     assert "sink bug" in caplog.text
 
 
+def test_loggers_are_children_of_the_package_logger() -> None:
+    """``getLogger(__name__)`` everywhere: a LOGGING entry for "django_sent_otel" still
+    catches every record, and each record says which module wrote it."""
+    import importlib
+    import logging
+    import pkgutil
+    from pathlib import Path
+
+    import django_sent_otel
+
+    package = Path(django_sent_otel.__file__).parent
+    for info in pkgutil.iter_modules([str(package)]):
+        name = f"django_sent_otel.{info.name}"
+        source = (package / f"{info.name}.py").read_text(encoding="utf-8")
+        assert 'getLogger("' not in source, name
+        logger = getattr(importlib.import_module(name), "logger", None)
+        if logger is not None:
+            assert logger.name == name
+
+    class Failing(Exploding):  # a sink not seen failing before: its failure logs an error
+        pass
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    parent = logging.getLogger("django_sent_otel")
+    parent.addHandler(handler)
+    try:
+        Tracker("GET", [Failing()]).finish()
+    finally:
+        parent.removeHandler(handler)
+    assert "django_sent_otel.delivery" in {r.name for r in seen}
+
+
 @pytest.mark.parametrize(
     ("method", "expected"),
     [

@@ -47,3 +47,38 @@ def test_every_setting_is_documented() -> None:
     assert names
     for name in names:
         assert re.search(rf"^### `SENT_OTEL_{name}: [^`]+`$", README, re.M), name
+
+
+def readme_otel_metrics() -> dict[str, tuple[str, str]]:
+    block = README.split("<!-- otel-metrics:start -->")[1].split("<!-- otel-metrics:end -->")[0]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in block.strip().splitlines()[2:]:
+        name, instrument, unit, _attributes, _meaning = (
+            c.strip() for c in line.strip("|").split("|")
+        )
+        rows[name.strip("`")] = (instrument, unit.strip("`"))
+    return rows
+
+
+def test_otel_metric_table_matches_the_instruments() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from django_sent_otel.otel_metrics import OtelDeliveryMetrics
+
+    reader = InMemoryMetricReader()
+    metrics = OtelDeliveryMetrics(MeterProvider(metric_readers=[reader]))
+    metrics.record(Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1), returned=True)
+    metrics.record(
+        Delivery("stream_error", "stream_error", "GET", "a/", 200, 1, 0.1, 0.1), returned=True
+    )
+    data = reader.get_metrics_data()
+    assert data is not None
+    kinds = {"Sum": "Counter", "Histogram": "Histogram"}
+    found = {
+        m.name: (kinds[type(m.data).__name__], m.unit)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    assert readme_otel_metrics() == found

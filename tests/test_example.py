@@ -154,7 +154,7 @@ def test_demo_exports_spans_from_the_gunicorn_workers_over_otlp() -> None:
         aborted = otlp.wait_for(
             lambda s: (
                 s.name == "response-delivered"
-                and s.attributes.get("delivery.outcome") == CLIENT_DISCONNECT
+                and s.attributes.get("django_sent_otel.delivery.outcome") == "client_disconnect"
             ),
             timeout=10,
         )

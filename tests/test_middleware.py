@@ -168,6 +168,9 @@ def test_unmatched_and_junk_methods(deliveries: Deliveries, registry: CollectorR
         ("GET", "unmatched", 404),
         ("other", "small/", 200),
     ]
+    # The Prometheus label stays "other" (the spans say "_OTHER", as OpenTelemetry does).
+    labels = {"method": "other", "route": "small/", "status": 200}
+    assert sample(registry, "django_http_responses_delivered_total", **labels) == 1
     exposition = b"".join(
         s.name.encode() + repr(s.labels).encode() for f in registry.collect() for s in f.samples
     )
@@ -285,9 +288,47 @@ def test_span_for_a_delivered_response(spans: InMemorySpanExporter) -> None:
         "http.route": "articles/<int:year>/",
         "http.response.status_code": 200,
         "http.response.body.size": len(b"" + Client().get("/articles/2020/").content),
-        "delivery.outcome": DELIVERED,
+        "django_sent_otel.delivery.outcome": "delivered",
+        "delivery.outcome": "delivered",  # deprecated key, kept for one release
     }
     assert span.status.status_code.name == "UNSET"
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.44.0"
+
+
+def test_span_schema_url_is_a_published_semconv_version() -> None:
+    from opentelemetry.semconv.schemas import Schemas
+
+    from django_sent_otel.tracing import SCHEMA_URL
+
+    assert SCHEMA_URL in {schema.value for schema in Schemas}
+
+
+def test_span_conventions_for_unknown_values(spans: InMemorySpanExporter) -> None:
+    """A non-standard method is ``_OTHER``; no route when nothing matched."""
+    response = Client().generic("PROPFIND", "/no-such-page/")
+    assert response.status_code == 404
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["http.request.method"] == "_OTHER"
+    assert "http.route" not in attributes
+    assert attributes["http.response.status_code"] == 404
+
+
+def test_span_without_a_response_has_no_status_code(spans: InMemorySpanExporter) -> None:
+    """The client left while the view ran: no status code was ever chosen."""
+    from django_sent_otel.delivery import Tracker
+    from django_sent_otel.pipeline import runtime
+    from django_sent_otel.tracing import TracingSink
+
+    (sink,) = [s for s in runtime().sinks if isinstance(s, TracingSink)]
+    tracker = Tracker("GET", [sink], request=RequestFactory().get("/x/"))
+    tracker.finish("client_disconnect")
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert "http.response.status_code" not in attributes
+    assert "http.route" not in attributes
+    assert attributes["error.type"] == "client_disconnect"
 
 
 def test_span_for_a_failed_response(spans: InMemorySpanExporter) -> None:
@@ -297,8 +338,9 @@ def test_span_for_a_failed_response(spans: InMemorySpanExporter) -> None:
     (span,) = spans.get_finished_spans()
     assert span.status.status_code.name == "ERROR"
     assert span.attributes is not None
-    assert span.attributes["error.type"] == CLIENT_DISCONNECT
-    assert span.attributes["delivery.outcome"] == CLIENT_DISCONNECT
+    assert span.attributes["error.type"] == "client_disconnect"
+    assert span.attributes["django_sent_otel.delivery.outcome"] == "client_disconnect"
+    assert span.attributes["delivery.outcome"] == "client_disconnect"
 
 
 def test_span_honours_incoming_traceparent(spans: InMemorySpanExporter) -> None:
@@ -395,4 +437,39 @@ def test_body_written_in_parts_is_counted_without_joining(deliveries: Deliveries
     b"".join(response)
     response.close()
     delivery = deliveries.only()
-    assert (delivery.outcome, delivery.bytes_sent) == (DELIVERED, 1007)
+    assert (delivery.outcome, delivery.bytes_sent) == ("delivered", 1007)
+
+
+@pytest.mark.parametrize(
+    ("env", "excluded"),
+    [
+        ({"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "small/$,health"}, True),
+        ({"OTEL_PYTHON_EXCLUDED_URLS": r"testserver/sm"}, True),
+        (
+            {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "other", "OTEL_PYTHON_EXCLUDED_URLS": "small"},
+            False,
+        ),
+        ({"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "small/x"}, False),
+        ({}, False),
+    ],
+)
+def test_django_instrumentation_exclusions_are_honoured(
+    env: dict[str, str], excluded: bool, deliveries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What opentelemetry-instrumentation-django leaves without a server span (its variables,
+    its rules: regular expressions searched in the URL without the query) is not tracked."""
+    from django_sent_otel import pipeline
+
+    monkeypatch.delenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", raising=False)
+    monkeypatch.delenv("OTEL_PYTHON_EXCLUDED_URLS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pipeline.reset()
+    try:
+        Client().get("/small/?health=1")
+        Client().get("/articles/2020/")
+    finally:
+        monkeypatch.undo()
+        pipeline.reset()
+    routes = [d.route for d in deliveries]
+    assert routes == (["articles/<int:year>/"] if excluded else ["small/", "articles/<int:year>/"])

@@ -129,8 +129,9 @@ def test_raw_requests(receiver: OTLPReceiver) -> None:
         assert post(receiver.endpoint + path, b"", {})[0] == 200
         assert receiver.requests(path) == 1
     assert post(receiver.traces_endpoint, b"\xff\xff garbage", {})[0] == 400
+    assert post(receiver.metrics_endpoint, b"\xff\xff garbage", {})[0] == 400
     assert post(receiver.endpoint + "/elsewhere", b"", {})[0] == 404
-    assert len(receiver.errors) == 2
+    assert len(receiver.errors) == 3
     assert receiver.spans() == []
 
 
@@ -149,3 +150,52 @@ def test_received_span_helpers() -> None:
     )
     assert span.duration_s == 0.5
     assert "parent=-" in span.short()
+
+
+@pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
+def test_sdk_metric_exporter_round_trip(receiver: OTLPReceiver, compression: Compression) -> None:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    exporter = OTLPMetricExporter(
+        endpoint=receiver.metrics_endpoint, compression=compression, timeout=5
+    )
+    # A reader that exports only when flushed: the test decides when data is sent.
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(
+        metric_readers=[reader], resource=Resource.create({"service.name": "receiver-test"})
+    )
+    meter = provider.get_meter("receiver-test-scope", schema_url="https://example.test/1")
+    try:
+        meter.create_counter("things", unit="{thing}").add(3, {"kind": "a"})
+        histogram = meter.create_histogram(
+            "took", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0]
+        )
+        histogram.record(0.05, {"kind": "a"})
+        histogram.record(0.5, {"kind": "a"})
+        provider.force_flush()
+    finally:
+        provider.shutdown()
+    receiver.wait_until(lambda r: bool(r.points("took")), what="the histogram point")
+    (things,) = receiver.latest("things").values()
+    assert (things.kind, things.unit, things.value, things.attributes) == (
+        "sum",
+        "{thing}",
+        3.0,
+        {"kind": "a"},
+    )
+    assert (things.monotonic, things.temporality) == (True, "CUMULATIVE")
+    assert (things.scope, things.schema_url) == ("receiver-test-scope", "https://example.test/1")
+    assert things.resource["service.name"] == "receiver-test"
+    (took,) = receiver.latest("took").values()
+    assert (took.kind, took.value, took.bounds, took.bucket_counts) == (
+        "histogram",
+        2.0,
+        (0.1, 1.0),
+        (1, 1, 0),
+    )
+    assert took.sum == pytest.approx(0.55)
+    assert receiver.errors == []
+    with pytest.raises(AssertionError, match="never"):
+        receiver.wait_until(lambda r: False, what="never", timeout=0.2)

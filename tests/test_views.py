@@ -65,6 +65,18 @@ def test_gzip() -> None:
     assert b"django_http_responses_sending" in gzip.decompress(response.content)
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "compressed"),
+    [("GZIP", True), ("br, gzip;q=0.8", True), ("br, identity", False), ("", False)],
+)
+def test_gzip_negotiation(accept_encoding: str, compressed: bool) -> None:
+    """prometheus_client's own rule: content-coding tokens are case-insensitive."""
+    response = Client().get("/metrics", HTTP_ACCEPT_ENCODING=accept_encoding)
+    assert response.has_header("Content-Encoding") is compressed
+    body = gzip.decompress(response.content) if compressed else response.content
+    assert b"django_http_responses_sending" in body
+
+
 def test_post_not_allowed() -> None:
     assert Client().post("/metrics").status_code == 405
 

@@ -91,7 +91,7 @@ def test_setting_names_cover_the_checks() -> None:
     """Every setting the checks know of is fuzzed (the ids' texts name them)."""
     named = set(re.findall(r"SENT_OTEL_([A-Z_]+)", " ".join(checks.IDS.values())))
     assert named <= set(SETTING_NAMES)
-    assert len(SETTING_NAMES) == 12, SETTING_NAMES
+    assert len(SETTING_NAMES) == 13, SETTING_NAMES
 
 
 # Strategies.
@@ -140,6 +140,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "METRICS_CLIENT_IP_HEADER": (
         st.sampled_from([None, "HTTP_X_FORWARDED_FOR", "REMOTE_ADDR", "http_x", "HTTP_X\n"]) | junk
     ),
+    "OTEL_METRICS_ENABLED": st.booleans() | junk,
     "TRACING_ENABLED": st.booleans() | junk,
     "TRACER_PROVIDER": (
         st.sampled_from([*DOTTED, "opentelemetry.sdk.trace.TracerProvider"])

@@ -3,9 +3,11 @@
 ``OTLPReceiver`` runs a ``ThreadingHTTPServer`` on 127.0.0.1 (a free port) in a thread. It
 accepts ``POST /v1/traces`` with a protobuf ``ExportTraceServiceRequest`` body (optionally
 gzip or deflate ``Content-Encoding``), decodes it with ``opentelemetry-proto`` and stores every
-span as a plain :class:`ReceivedSpan`. ``/v1/metrics`` and ``/v1/logs`` are accepted and
-counted, not decoded. Tests wait for spans with :meth:`OTLPReceiver.wait_for`, which blocks on
-a condition variable until the predicate matches or the deadline passes (never a fixed sleep)::
+span as a plain :class:`ReceivedSpan`; ``POST /v1/metrics`` (``ExportMetricsServiceRequest``)
+likewise, every data point as a :class:`ReceivedPoint`. ``/v1/logs`` is accepted and counted,
+not decoded. Tests wait with :meth:`OTLPReceiver.wait_for` (spans) and
+:meth:`OTLPReceiver.wait_until` (any condition on the receiver), which block on a condition
+variable until it holds or the deadline passes (never a fixed sleep)::
 
     with OTLPReceiver() as otlp:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp.endpoint
@@ -23,17 +25,27 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.harness.lifecycle import Started
 from tests.harness.waiting import wait_for
 
-__all__ = ["OTLPReceiver", "ReceivedSpan", "any_value", "decode_traces"]
+__all__ = [
+    "OTLPReceiver",
+    "ReceivedPoint",
+    "ReceivedSpan",
+    "any_value",
+    "decode_metrics",
+    "decode_traces",
+]
 
 TRACES_PATH = "/v1/traces"
-OTHER_PATHS = frozenset({"/v1/metrics", "/v1/logs"})
+METRICS_PATH = "/v1/metrics"
+OTHER_PATHS = frozenset({"/v1/logs"})
 PROTOBUF = "application/x-protobuf"
 MAX_BODY = 64 * 1024 * 1024
 
@@ -128,6 +140,98 @@ def decode_traces(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
+@dataclass(frozen=True)
+class ReceivedPoint:
+    """One metric data point as the receiver decoded it (sums and histograms).
+
+    ``kind`` is ``"sum"``, ``"gauge"`` or ``"histogram"``; ``value`` is a sum's or gauge's
+    value, or a histogram's count. ``temporality`` is ``"CUMULATIVE"`` or ``"DELTA"``.
+    """
+
+    metric: str
+    unit: str
+    kind: str
+    attributes: dict[str, Any]
+    value: float
+    time_unix_nano: int
+    temporality: str = ""
+    monotonic: bool = False
+    sum: float | None = None
+    bounds: tuple[float, ...] = ()
+    bucket_counts: tuple[int, ...] = ()
+    scope: str = ""
+    schema_url: str = ""
+    resource: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> frozenset[tuple[str, Any]]:
+        """The point's attribute set, hashable."""
+        return frozenset(self.attributes.items())
+
+
+def _number(point: metrics_pb2.NumberDataPoint) -> float:
+    return float(point.as_int if point.WhichOneof("value") == "as_int" else point.as_double)
+
+
+def decode_metrics(body: bytes) -> list[ReceivedPoint]:
+    """Every sum, gauge and histogram data point of a serialized ``ExportMetricsServiceRequest``."""
+    request = metrics_service_pb2.ExportMetricsServiceRequest()
+    request.ParseFromString(body)
+    temporality = metrics_pb2.AggregationTemporality
+    points: list[ReceivedPoint] = []
+    for resource_metrics in request.resource_metrics:
+        resource = _attributes(resource_metrics.resource.attributes)
+        for scope_metrics in resource_metrics.scope_metrics:
+            common: dict[str, Any] = {
+                "scope": scope_metrics.scope.name,
+                "schema_url": scope_metrics.schema_url,
+                "resource": resource,
+            }
+            for metric in scope_metrics.metrics:
+                which = metric.WhichOneof("data")
+                head: dict[str, Any] = {"metric": metric.name, "unit": metric.unit, **common}
+                if which in ("sum", "gauge"):
+                    data = getattr(metric, which)
+                    extra: dict[str, Any] = {}
+                    if which == "sum":
+                        extra["monotonic"] = data.is_monotonic
+                        extra["temporality"] = _enum_name(
+                            temporality, data.aggregation_temporality, "AGGREGATION_TEMPORALITY_"
+                        )
+                    for point in data.data_points:
+                        points.append(
+                            ReceivedPoint(
+                                kind=which,
+                                attributes=_attributes(point.attributes),
+                                value=_number(point),
+                                time_unix_nano=point.time_unix_nano,
+                                **head,
+                                **extra,
+                            )
+                        )
+                elif which == "histogram":
+                    data = metric.histogram
+                    for hp in data.data_points:
+                        points.append(
+                            ReceivedPoint(
+                                kind="histogram",
+                                attributes=_attributes(hp.attributes),
+                                value=float(hp.count),
+                                time_unix_nano=hp.time_unix_nano,
+                                temporality=_enum_name(
+                                    temporality,
+                                    data.aggregation_temporality,
+                                    "AGGREGATION_TEMPORALITY_",
+                                ),
+                                sum=hp.sum,
+                                bounds=tuple(hp.explicit_bounds),
+                                bucket_counts=tuple(hp.bucket_counts),
+                                **head,
+                            )
+                        )
+    return points
+
+
 def _decompress(body: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
@@ -192,6 +296,18 @@ class _Handler(BaseHTTPRequestHandler):
             response = trace_service_pb2.ExportTraceServiceResponse()
             self._answer(200, response.SerializeToString())
             return
+        if path == METRICS_PATH:
+            try:
+                body = _decompress(raw, self.headers.get("Content-Encoding", ""))
+                points = decode_metrics(body)
+            except Exception as exc:
+                receiver._error(f"{path}: undecodable export request: {exc!r}")
+                self._answer(400, b"undecodable export request", "text/plain")
+                return
+            receiver._add_points(points)
+            metrics_response = metrics_service_pb2.ExportMetricsServiceResponse()
+            self._answer(200, metrics_response.SerializeToString())
+            return
         if path in OTHER_PATHS:
             receiver._add(path, [])
             self._answer(200)  # an empty protobuf message is zero bytes
@@ -219,8 +335,10 @@ class OTLPReceiver(Started):
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._cond = threading.Condition()
+        # Re-entrant: a ``wait_until`` condition may call the receiver's own accessors.
+        self._cond = threading.Condition(threading.RLock())
         self._spans: list[ReceivedSpan] = []
+        self._points: list[ReceivedPoint] = []
         self._requests: dict[str, int] = {}
         self._errors: list[str] = []
 
@@ -269,12 +387,23 @@ class OTLPReceiver(Started):
         """The full traces URL, for ``OTLPSpanExporter(endpoint=...)``."""
         return self.endpoint + TRACES_PATH
 
+    @property
+    def metrics_endpoint(self) -> str:
+        """The full metrics URL, for ``OTLPMetricExporter(endpoint=...)``."""
+        return self.endpoint + METRICS_PATH
+
     # -- results -----------------------------------------------------------------------------
 
     def _add(self, path: str, spans: list[ReceivedSpan]) -> None:
         with self._cond:
             self._requests[path] = self._requests.get(path, 0) + 1
             self._spans.extend(spans)
+            self._cond.notify_all()
+
+    def _add_points(self, points: list[ReceivedPoint]) -> None:
+        with self._cond:
+            self._requests[METRICS_PATH] = self._requests.get(METRICS_PATH, 0) + 1
+            self._points.extend(points)
             self._cond.notify_all()
 
     def _error(self, message: str) -> None:
@@ -286,6 +415,21 @@ class OTLPReceiver(Started):
         """A copy of every span received so far, in arrival order."""
         with self._cond:
             return list(self._spans)
+
+    def points(self, metric: str | None = None) -> list[ReceivedPoint]:
+        """A copy of every data point received so far (of ``metric`` only, if given)."""
+        with self._cond:
+            return [p for p in self._points if metric is None or p.metric == metric]
+
+    def latest(self, metric: str) -> dict[frozenset[tuple[str, Any]], ReceivedPoint]:
+        """The most recent point of each attribute set of ``metric``: with cumulative
+        temporality (the OTLP exporter's default), the current totals."""
+        found: dict[frozenset[tuple[str, Any]], ReceivedPoint] = {}
+        for point in self.points(metric):
+            known = found.get(point.key)
+            if known is None or point.time_unix_nano >= known.time_unix_nano:
+                found[point.key] = point
+        return found
 
     def requests(self, path: str = TRACES_PATH) -> int:
         """How many export requests arrived on ``path``."""
@@ -301,6 +445,7 @@ class OTLPReceiver(Started):
     def clear(self) -> None:
         with self._cond:
             self._spans.clear()
+            self._points.clear()
             self._requests.clear()
             self._errors.clear()
 
@@ -338,3 +483,29 @@ class OTLPReceiver(Started):
                 pause=self._cond.wait,
             )
             return spans
+
+    def wait_until(
+        self, condition: Callable[[OTLPReceiver], bool], *, what: str, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``condition(receiver)`` holds, re-checked on every export request.
+
+        Raises AssertionError at the deadline, with ``what`` and the receiver's errors.
+        """
+
+        def details() -> str:
+            errors = "\n  ".join(self._errors) or "(none)"
+            return (
+                f"{len(self._points)} metric point(s) in "
+                f"{self._requests.get(METRICS_PATH, 0)} export request(s); "
+                f"receiver errors:\n  {errors}"
+            )
+
+        with self._cond:  # Condition.wait releases the lock while it waits for _add()
+            wait_for(
+                lambda: True if condition(self) else None,
+                timeout,
+                what=what,
+                details=details,
+                interval=timeout,
+                pause=self._cond.wait,
+            )
