@@ -48,18 +48,25 @@ class DeliveryASGIMiddleware:
         # closes the connection after it (HTTP/1.0, "Connection: close") may report
         # http.disconnect from inside that send(), which is not the client leaving early.
         sending_final = False
+        # The Content-Length the response declared: once that many body bytes were handed to
+        # the server, a disconnect is a client that read everything (granian buffers a body
+        # and may report it before Django sends the final empty message), not an abort.
+        declared: int | None = None
 
         async def observed_receive() -> Message:
             message = await receive()
             if message.get("type") == "http.disconnect" and not sending_final and not tracker.done:
                 route_before_response(tracker)
-                tracker.finish(CLIENT_DISCONNECT)
+                if declared is not None and tracker.bytes_sent >= declared:
+                    tracker.finish()
+                else:
+                    tracker.finish(CLIENT_DISCONNECT)
             return message
 
         body_messages = 0
 
         async def observed_send(message: Message) -> None:
-            nonlocal body_messages, sending_final
+            nonlocal body_messages, sending_final, declared
             kind = message.get("type")
             if kind == "http.response.body":
                 more = message.get("more_body", False)
@@ -82,6 +89,7 @@ class DeliveryASGIMiddleware:
                     tracker.handler_returned(route=None, status_code=status)
                 else:
                     tracker.status_code = status
+                declared = _content_length(message.get("headers"))
                 await send(message)
                 if is_bodiless(tracker.method, status):
                     tracker.finish()
@@ -115,6 +123,17 @@ async def _let_disconnect_arrive(tracker: Tracker) -> None:
         await asyncio.sleep(0)
         if tracker.done:
             return
+
+
+def _content_length(headers: Any) -> int | None:
+    """The Content-Length of an ``http.response.start`` message, if it declares one."""
+    try:
+        for name, value in headers or ():
+            if name.lower() == b"content-length":
+                return int(value)
+    except (TypeError, ValueError):
+        pass
+    return None
 
 
 def _start(scope: Scope) -> Tracker | None:

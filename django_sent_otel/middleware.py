@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -119,7 +120,9 @@ class _CloseHook:
                 return STREAM_ERROR
             if reason is None and not tracker.exhausted:
                 return CLIENT_DISCONNECT
-        elif mode in (_FILE, _FILE_WRAPPER):
+        if reason is None and _uwsgi_connection_dropped():
+            return CLIENT_DISCONNECT
+        if mode in (_FILE, _FILE_WRAPPER):
             size = _content_length(response)
             if mode == _FILE:
                 # Iterated by the server (no sendfile): the file position tells how far it got.
@@ -131,6 +134,28 @@ class _CloseHook:
             if reason is None and size is not None:
                 tracker.bytes_sent = size
         return reason
+
+
+_HANGUP = select.POLLHUP | select.POLLERR if hasattr(select, "poll") else 0
+
+
+def _uwsgi_connection_dropped() -> bool:
+    """Under uWSGI: whether the client's connection was reset while the server wrote the body.
+
+    uWSGI logs a failed write itself and never raises it into the application, so its close()
+    carries no exception. The request's socket still tells: after a reset the kernel reports
+    POLLHUP (or POLLERR) on it; a client that read everything and closed only half-closes
+    (POLLRDHUP), which is not a hang-up. Outside uWSGI the ``uwsgi`` module does not exist.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None or not _HANGUP:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(uwsgi.connection_fd(), _HANGUP)
+        return any(events & _HANGUP for _, events in poller.poll(0))
+    except Exception:  # not inside a request, or an older uWSGI without connection_fd()
+        return False
 
 
 def _content_length(response: HttpResponseBase) -> int | None:

@@ -164,6 +164,42 @@ async def test_disconnect_after_completion_is_not_a_failure(deliveries: list[Del
     assert d.outcome == "delivered"
 
 
+async def test_disconnect_after_the_declared_length_is_not_a_failure(
+    deliveries: list[Delivery],
+) -> None:
+    """A server that buffers (granian) may report a client that read everything before the
+    final empty body message; the whole Content-Length was handed over: delivered."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-length", b"9")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"all", "more_body": True})
+        await send({"type": "http.response.body", "body": b" of it", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.body", "body": b""})
+
+    await serve(DeliveryASGIMiddleware(app), "/x", disconnect_after_bytes=9)
+    (d,) = deliveries
+    assert (d.outcome, d.bytes_sent) == ("delivered", 9)
+
+
+async def test_disconnect_before_the_declared_length_is_a_failure(
+    deliveries: list[Delivery],
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"Content-Length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.body", "body": b""})
+
+    await serve(DeliveryASGIMiddleware(app), "/x", disconnect_after_bytes=4)
+    (d,) = deliveries
+    assert (d.outcome, d.bytes_sent) == ("client_disconnect", 4)
+
+
 async def test_head_is_delivered_with_headers(deliveries: list[Delivery]) -> None:
     await serve(get_asgi_application(), "/stream/", method="HEAD")
     (d,) = deliveries

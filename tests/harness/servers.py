@@ -40,9 +40,30 @@ KINDS = (
     "hypercorn",
     "waitress",
     "runserver",
+    "granian-wsgi",
+    "granian-asgi",
+    "uwsgi",
+    "uwsgi-threads",
+    "gunicorn-gevent",
+    "gunicorn-uvicorn",
+    "uwsgi-socket",
 )
-WSGI_KINDS = frozenset({"gunicorn-sync", "gunicorn-gthread", "waitress", "runserver"})
-ASGI_KINDS = frozenset({"uvicorn", "uvicorn-plain", "daphne", "hypercorn"})
+WSGI_KINDS = frozenset(
+    {
+        "gunicorn-sync",
+        "gunicorn-gthread",
+        "waitress",
+        "runserver",
+        "granian-wsgi",
+        "uwsgi",
+        "uwsgi-threads",
+        "gunicorn-gevent",
+        "uwsgi-socket",
+    }
+)
+ASGI_KINDS = frozenset(
+    {"uvicorn", "uvicorn-plain", "daphne", "hypercorn", "granian-asgi", "gunicorn-uvicorn"}
+)
 
 _ADDR_IN_USE = ("already in use", "errno 98", "[errno 48]", "eaddrinuse")
 
@@ -70,12 +91,12 @@ def command(
     """The argv that starts ``kind`` on ``127.0.0.1:port``."""
     py = sys.executable
     bind = f"{HOST}:{port}"
-    if kind in ("gunicorn-sync", "gunicorn-gthread"):
-        argv = [py, "-m", "gunicorn", app or WSGI_APP, "--bind", bind, "--workers", str(workers)]
-        if kind == "gunicorn-sync":
-            argv += ["--worker-class", "sync"]
-        else:
-            argv += ["--worker-class", "gthread", "--threads", str(threads)]
+    if kind.startswith("gunicorn-"):
+        default = ASGI_APP if kind in ASGI_KINDS else WSGI_APP
+        argv = [py, "-m", "gunicorn", app or default, "--bind", bind, "--workers", str(workers)]
+        argv += ["--worker-class", _GUNICORN_WORKERS[kind]]
+        if kind == "gunicorn-gthread":
+            argv += ["--threads", str(threads)]
         argv += ["--timeout", "60", "--graceful-timeout", "10", "--log-level", "info"]
         if _gunicorn_has_setting("control_socket"):
             # gunicorn 24+: one control socket per user by default; parallel runs would collide.
@@ -98,12 +119,73 @@ def command(
         argv += [app or WSGI_APP]
     elif kind == "runserver":
         argv = [py, "-m", "django", "runserver", bind, "--noreload", "--skip-checks"]
+    elif kind in ("granian-wsgi", "granian-asgi"):
+        interface = "wsgi" if kind == "granian-wsgi" else "asgi"
+        argv = [py, "-m", "granian", "--interface", interface, "--host", HOST]
+        argv += ["--port", str(port), "--workers", str(workers), "--no-ws"]
+        argv += [
+            "--workers-kill-timeout",
+            "10",
+            app or (WSGI_APP if interface == "wsgi" else ASGI_APP),
+        ]
+    elif kind in ("uwsgi", "uwsgi-threads", "uwsgi-socket"):
+        proto = "uwsgi" if kind == "uwsgi-socket" else "http"
+        argv = uwsgi_command(bind, app or WSGI_APP, workers=workers, proto=proto)
+        if kind == "uwsgi-threads":
+            argv += ["--threads", str(threads)]
     else:
         raise ValueError(f"unknown server kind {kind!r}; one of {', '.join(KINDS)}")
     # Options go before the application for servers that take it as the last argument.
-    if kind in ("daphne", "waitress"):
+    if kind in ("daphne", "waitress", "granian-wsgi", "granian-asgi"):
         return [*argv[:-1], *extra_args, argv[-1]]
     return [*argv, *extra_args]
+
+
+_GUNICORN_WORKERS = {
+    "gunicorn-sync": "sync",
+    "gunicorn-gthread": "gthread",
+    "gunicorn-gevent": "gevent",
+    "gunicorn-uvicorn": "uvicorn_worker.UvicornWorker",
+}
+
+
+def uwsgi_binary() -> str:
+    """The ``uwsgi`` program installed next to this interpreter (pip builds it)."""
+    return str(Path(sys.executable).with_name("uwsgi"))
+
+
+def uwsgi_command(
+    socket_option: str, app: str, *, workers: int = 1, proto: str = "http"
+) -> list[str]:
+    """uWSGI with a master and ``workers`` processes, serving ``app`` (``module:callable``).
+
+    ``proto`` ``"http"`` speaks HTTP on ``--http-socket``; ``"uwsgi"`` the uwsgi protocol on
+    ``--socket`` (behind nginx's ``uwsgi_pass``).
+    """
+    option = "--http-socket" if proto == "http" else "--socket"
+    module, _, callable_ = app.partition(":")
+    return [
+        uwsgi_binary(),
+        option,
+        socket_option,
+        "--module",
+        module,
+        "--callable",
+        callable_ or "application",
+        "--master",
+        "--processes",
+        str(workers),
+        "--need-app",
+        "--strict",
+        "--die-on-term",
+        "--enable-threads",
+        "--virtualenv",
+        sys.prefix,
+        "--reload-mercy",
+        "10",
+        "--worker-reload-mercy",
+        "10",
+    ]
 
 
 @functools.cache

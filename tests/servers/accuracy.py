@@ -106,6 +106,25 @@ NO_WRAPPER_ABORT = (
     "bodies from memory without noticing the disconnect"
 )
 
+GRANIAN_WSGI_BODY = (
+    "blind spot: granian (WSGI) takes a body Django hands over in one piece into its own "
+    "buffers and never reports a failed write (close() carries no exception); reported "
+    "delivered. Streams are seen: granian stops iterating"
+)
+WSGI_ASYNC_BODY = (
+    "blind spot: under WSGI Django reads an async body whole before the server sends any of "
+    "it, so only an exception in flight at close() could tell, and this server raises none"
+)
+GRANIAN_EARLY = "blind spot: granian (WSGI) does not watch the socket while the application runs"
+GRANIAN_ASGI_BUFFERS = (
+    "granian (ASGI) takes body messages into its own buffers without waiting for the socket: "
+    "the final send may complete before the reset is seen; either outcome"
+)
+GRANIAN_ASGI_ERROR = (
+    "granian (ASGI) had not sent the headers yet and answers 500 itself; the outcome is "
+    "still recorded"
+)
+
 FULL_VIEWS = tuple(VIEWS)
 ABORT_VIEWS = ("small", "big", "stream", "astream", "file")
 EARLY_VIEWS = ("slow", "aslow")
@@ -176,6 +195,39 @@ EXPECTED: dict[str, dict[str, Expect]] = {
             }
         ),
     },
+    "granian-wsgi": {
+        **_full(),
+        **_rest(
+            {
+                "small": ok(DELIVERED, KERNEL),
+                "big": blind(GRANIAN_WSGI_BODY),
+                "stream": ok(DISCONNECT),
+                "astream": blind(WSGI_ASYNC_BODY),
+                "file": ok(DISCONNECT),
+            },
+            {"slow": blind(GRANIAN_EARLY), "aslow": blind(GRANIAN_EARLY)},
+        ),
+    },
+    "granian-asgi": {
+        **_full(ok(STREAM_ERROR, GRANIAN_ASGI_ERROR)),
+        **_rest(
+            {
+                "small": ok(DELIVERED, KERNEL),
+                "big": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+                "stream": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+                "astream": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+                "file": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+            }
+        ),
+    },
+    "uwsgi": {**_full(), **_rest(_WSGI_SOCKET)},
+    "uwsgi-threads": {**_full(), **_rest(_WSGI_SOCKET)},
+    "gunicorn-gevent": {**_full(), **_rest(_WSGI_SOCKET)},
+    "gunicorn-uvicorn": {**_full(), **_rest(_ASGI_BACKPRESSURE)},
+    "nginx-gunicorn": {**_full(), **_rest(_WSGI_SOCKET)},
+    "nginx-unbuffered": {**_full(), **_rest(_WSGI_SOCKET)},
+    "nginx-accel": {**_full(), **_rest(_WSGI_SOCKET)},
+    "nginx-uwsgi": {**_full(), **_rest(_WSGI_SOCKET)},
     # Django's own ASGI handler with the middleware alone (no wrapper): a small set.
     "uvicorn-plain": {
         "small/full": ok(DELIVERED),
@@ -194,9 +246,21 @@ EXPECTED: dict[str, dict[str, Expect]] = {
 
 #: Servers whose connections really carry a second request (others close after a response
 #: without Content-Length, or always).
-KEEPS_ALIVE = frozenset({"gunicorn-gthread", "uvicorn", "uvicorn-plain", "daphne", "hypercorn"})
+KEEPS_ALIVE = frozenset(
+    {"gunicorn-gthread", "uvicorn", "uvicorn-plain", "daphne", "hypercorn"}
+    | {"nginx-gunicorn", "nginx-unbuffered", "nginx-accel", "nginx-uwsgi"}
+)
+#: Servers that end a chunked body cleanly after the body raised: the client sees a
+#: complete-looking, truncated 200 (the plugin still records the stream_error). uWSGI over
+#: the uwsgi protocol ends a response by closing the connection, which nginx takes as the end.
+CUTS_CLEANLY = frozenset({"granian-wsgi", "nginx-uwsgi"})
+#: Servers that answer 500 themselves when the body fails before they sent the headers.
+ERROR_500 = frozenset({"granian-asgi"})
 #: Servers that send a FileResponse with sendfile: Python never reads the file.
-ZERO_COPY = frozenset({"gunicorn-sync", "gunicorn-gthread"})
+ZERO_COPY = frozenset(
+    {"gunicorn-sync", "gunicorn-gthread", "uwsgi", "uwsgi-threads"}
+    | {"nginx-gunicorn", "nginx-unbuffered", "nginx-accel", "nginx-uwsgi"}
+)
 
 _SHORT = {DELIVERED: "delivered", DISCONNECT: "disconnect", STREAM_ERROR: "stream_error"}
 
