@@ -125,6 +125,17 @@ GRANIAN_ASGI_ERROR = (
     "still recorded"
 )
 
+PROXY_BUFFERED = (
+    "nginx buffers the response (proxy_buffering / uwsgi_buffering on): when it took the whole "
+    "8 MB body from the application before the reset reached it, the application delivered it "
+    "to the proxy; otherwise nginx closes the upstream connection and the application sees "
+    "the disconnect"
+)
+PROXY_SOCKETS = (
+    "unbuffered, the socket buffers on both sides of nginx can still hold most of an 8 MB "
+    "body: either outcome"
+)
+
 FULL_VIEWS = tuple(VIEWS)
 ABORT_VIEWS = ("small", "big", "stream", "astream", "file")
 EARLY_VIEWS = ("slow", "aslow")
@@ -163,6 +174,19 @@ _ASGI_BACKPRESSURE = {
     "astream": ok(DISCONNECT),
     "file": ok(DISCONNECT),
 }
+
+
+def _behind_nginx(big: str) -> dict[str, Expect]:
+    """nginx closes the upstream connection when the client leaves (proxy_ignore_client_abort
+    off), so the application sees aborts; only a body nginx took whole before is delivered."""
+    return {
+        "small": ok(DELIVERED, KERNEL),
+        "big": race(DELIVERED, DISCONNECT, note=big),
+        "stream": ok(DISCONNECT),
+        "astream": ok(DISCONNECT),
+        "file": ok(DISCONNECT),
+    }
+
 
 EXPECTED: dict[str, dict[str, Expect]] = {
     "gunicorn-sync": {**_full(), **_rest(_WSGI_SOCKET)},
@@ -224,10 +248,10 @@ EXPECTED: dict[str, dict[str, Expect]] = {
     "uwsgi-threads": {**_full(), **_rest(_WSGI_SOCKET)},
     "gunicorn-gevent": {**_full(), **_rest(_WSGI_SOCKET)},
     "gunicorn-uvicorn": {**_full(), **_rest(_ASGI_BACKPRESSURE)},
-    "nginx-gunicorn": {**_full(), **_rest(_WSGI_SOCKET)},
-    "nginx-unbuffered": {**_full(), **_rest(_WSGI_SOCKET)},
-    "nginx-accel": {**_full(), **_rest(_WSGI_SOCKET)},
-    "nginx-uwsgi": {**_full(), **_rest(_WSGI_SOCKET)},
+    "nginx-gunicorn": {**_full(), **_rest(_behind_nginx(PROXY_BUFFERED))},
+    "nginx-unbuffered": {**_full(), **_rest(_behind_nginx(PROXY_SOCKETS))},
+    "nginx-accel": {**_full(), **_rest(_behind_nginx(PROXY_SOCKETS))},
+    "nginx-uwsgi": {**_full(), **_rest(_behind_nginx(PROXY_BUFFERED))},
     # Django's own ASGI handler with the middleware alone (no wrapper): a small set.
     "uvicorn-plain": {
         "small/full": ok(DELIVERED),
@@ -276,16 +300,41 @@ def _label(expect: Expect, notes: dict[str, int]) -> str:
     return text
 
 
-def render_table() -> str:
-    """The Markdown table of :data:`EXPECTED` (servers as columns), with numbered notes."""
-    servers = list(EXPECTED)
+#: The README's tables: the servers a client talks to directly, then production servers and
+#: nginx in front (one table with every column would not fit a page).
+TABLES = (
+    (
+        "gunicorn-sync",
+        "gunicorn-gthread",
+        "runserver",
+        "waitress",
+        "uvicorn",
+        "hypercorn",
+        "daphne",
+        "uvicorn-plain",
+    ),
+    (
+        "granian-wsgi",
+        "granian-asgi",
+        "uwsgi",
+        "uwsgi-threads",
+        "gunicorn-gevent",
+        "gunicorn-uvicorn",
+        "nginx-gunicorn",
+        "nginx-unbuffered",
+        "nginx-accel",
+        "nginx-uwsgi",
+    ),
+)
+
+
+def _table(servers: tuple[str, ...], notes: dict[str, int]) -> list[str]:
     cells: list[str] = []
     for scenario in SCENARIOS:
         for view in VIEWS:
             cell = f"{view}/{scenario}"
             if any(cell in EXPECTED[s] for s in servers):
                 cells.append(cell)
-    notes: dict[str, int] = {}
     lines = [
         "| view / client | " + " | ".join(servers) + " |",
         "|---|" + "---|" * len(servers),
@@ -293,7 +342,16 @@ def render_table() -> str:
     for cell in cells:
         row = [_label(EXPECTED[s][cell], notes) if cell in EXPECTED[s] else "" for s in servers]
         lines.append(f"| `{cell}` | " + " | ".join(row) + " |")
-    lines += ["", textwrap.fill(LEGEND, 100), ""]
+    return lines
+
+
+def render_table() -> str:
+    """The Markdown tables of :data:`EXPECTED` (servers as columns), with numbered notes."""
+    notes: dict[str, int] = {}
+    lines: list[str] = []
+    for servers in TABLES:
+        lines += [*_table(servers, notes), ""]
+    lines += [textwrap.fill(LEGEND, 100, break_on_hyphens=False), ""]
     for note, number in notes.items():
         lines.append(textwrap.fill(f"{number}. {note}", 100, subsequent_indent="   "))
     return "\n".join(lines) + "\n"
@@ -306,5 +364,9 @@ LEGEND = (
     "everything; `abort` resets the connection (RST) after 16 KB of body; `early` resets while "
     "the view still runs; `head` sends HEAD; `keep-alive` sends two requests on one connection. "
     "`disconnect` is `client_disconnect`; `uvicorn-plain` is Django's own ASGI handler with the "
-    "middleware alone (no wrapper)."
+    "middleware alone (no wrapper). `nginx-gunicorn`: nginx with its defaults "
+    "(`proxy_buffering on`) in front of gunicorn sync; `nginx-unbuffered`: with "
+    "`proxy_buffering off`; `nginx-accel`: buffering on, every response carrying "
+    "`X-Accel-Buffering: no`; `nginx-uwsgi`: `uwsgi_pass` to uWSGI (uwsgi protocol); "
+    "`uwsgi`: `--http-socket`, master and one process, `uwsgi-threads` with 4 threads."
 )
