@@ -48,29 +48,26 @@ class DeliveryASGIMiddleware:
         # closes the connection after it (HTTP/1.0, "Connection: close") may report
         # http.disconnect from inside that send(), which is not the client leaving early.
         sending_final = False
-        # The Content-Length the response declared: once that many body bytes were handed to
-        # the server, a disconnect is a client that read everything (granian buffers a body
-        # and may report it before Django sends the final empty message), not an abort.
-        declared: int | None = None
 
         async def observed_receive() -> Message:
             message = await receive()
             if message.get("type") == "http.disconnect" and not sending_final and not tracker.done:
                 route_before_response(tracker)
-                if declared is not None and tracker.bytes_sent >= declared:
-                    tracker.finish()
-                else:
-                    tracker.finish(CLIENT_DISCONNECT)
+                tracker.finish(CLIENT_DISCONNECT)
             return message
 
         body_messages = 0
+        # Servers whose send() waits for the socket report an abort during the body already;
+        # giving them time before the final message only lets a client that read everything
+        # and closed look like one that left.
+        waits = _send_waits_for_socket(send)
 
         async def observed_send(message: Message) -> None:
-            nonlocal body_messages, sending_final, declared
+            nonlocal body_messages, sending_final
             kind = message.get("type")
             if kind == "http.response.body":
                 more = message.get("more_body", False)
-                if not more and body_messages and not tracker.done:
+                if not more and body_messages and not tracker.done and not waits:
                     await _let_disconnect_arrive(tracker)
                 body_messages += 1
                 body = message.get("body")
@@ -89,7 +86,6 @@ class DeliveryASGIMiddleware:
                     tracker.handler_returned(route=None, status_code=status)
                 else:
                     tracker.status_code = status
-                declared = _content_length(message.get("headers"))
                 await send(message)
                 if is_bodiless(tracker.method, status):
                     tracker.finish()
@@ -125,15 +121,14 @@ async def _let_disconnect_arrive(tracker: Tracker) -> None:
             return
 
 
-def _content_length(headers: Any) -> int | None:
-    """The Content-Length of an ``http.response.start`` message, if it declares one."""
-    try:
-        for name, value in headers or ():
-            if name.lower() == b"content-length":
-                return int(value)
-    except (TypeError, ValueError):
-        pass
-    return None
+def _send_waits_for_socket(send: Send) -> bool:
+    """Whether ``send`` is granian's: it returns once the socket took the body (back-pressure).
+
+    Matched by the module of the protocol object behind the bound method, so granian is never
+    imported; any other server (or a middleware between it and this wrapper) gets the wait.
+    """
+    owner = getattr(send, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith("granian.")
 
 
 def _start(scope: Scope) -> Tracker | None:
