@@ -57,17 +57,17 @@ class DeliveryASGIMiddleware:
             return message
 
         body_messages = 0
-        # Servers whose send() waits for the socket report an abort during the body already;
-        # giving them time before the final message only lets a client that read everything
-        # and closed look like one that left.
-        waits = _send_waits_for_socket(send)
+        # granian reports a disconnect while the body is still being sent; giving it time
+        # before the final message only lets a client that read everything and closed look
+        # like one that left.
+        waits = not _is_granian_send(send)
 
         async def observed_send(message: Message) -> None:
             nonlocal body_messages, sending_final
             kind = message.get("type")
             if kind == "http.response.body":
                 more = message.get("more_body", False)
-                if not more and body_messages and not tracker.done and not waits:
+                if not more and body_messages and not tracker.done and waits:
                     await _let_disconnect_arrive(tracker)
                 body_messages += 1
                 body = message.get("body")
@@ -121,11 +121,11 @@ async def _let_disconnect_arrive(tracker: Tracker) -> None:
             return
 
 
-def _send_waits_for_socket(send: Send) -> bool:
-    """Whether ``send`` is granian's: it returns once the socket took the body (back-pressure).
+def _is_granian_send(send: Send) -> bool:
+    """Whether ``send`` is granian's (its ASGI protocol object is of a ``granian.*`` class).
 
-    Matched by the module of the protocol object behind the bound method, so granian is never
-    imported; any other server (or a middleware between it and this wrapper) gets the wait.
+    Matched by module name, so granian is never imported; any other server (or a middleware
+    between granian and this wrapper) keeps the wait before the final message.
     """
     owner = getattr(send, "__self__", None)
     return owner is not None and type(owner).__module__.startswith("granian.")

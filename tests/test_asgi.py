@@ -184,9 +184,9 @@ async def test_disconnect_queued_before_the_final_message(
 ) -> None:
     """The server queued http.disconnect after the last body bytes, before the final message.
 
-    granian's send() returns once the socket took the body, so this is a client that read
-    everything and closed (granian reported full reads of a FileResponse so). Other servers
-    drop writes after an abort without telling send(), so there it is the abort, noticed late.
+    Under granian this is a client that read everything and closed (granian reports an abort
+    while the body is still being sent). Other servers drop writes after an abort without
+    telling send(), so there it is the abort, noticed late.
     """
     sent: list[dict[str, Any]] = []
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
