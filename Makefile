@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test test-django6 lint demo bench bench-instructions clean
+.PHONY: test test-django6 lint django-suite django-suite-django6 demo bench bench-instructions clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: $(VENV)/.installed $(VENV6)/.installed
 	$(VENV)/bin/python -m pytest
 	$(VENV6)/bin/python -m pytest -m "not servers"
 	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
+	$(MAKE) django-suite
+
+# Django's own request-handling tests without and with the plugin: no failure may be new.
+django-suite: $(VENV)/.installed
+	$(VENV)/bin/python scripts/django_suite.py
+
+django-suite-django6: $(VENV6)/.installed
+	$(VENV6)/bin/python scripts/django_suite.py
 
 # The whole suite on Django 6 as well.
 test-django6: $(VENV6)/.installed

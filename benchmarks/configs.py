@@ -97,6 +97,11 @@ CONFIGS: Final = {
             ("benchmarks.floor.MetricsFloorMiddleware",),
         ),
         Config(
+            "floor-aggregate",
+            "floor: close() hook + the same numbers in plain lists under one lock, no plugin",
+            ("benchmarks.floor.AggregateFloorMiddleware",),
+        ),
+        Config(
             "floor-span",
             "floor: one SDK span with 5 attributes, no plugin",
             ("benchmarks.floor.SpanFloorMiddleware",),
@@ -130,3 +135,20 @@ def get(name: str) -> Config:
         raise SystemExit(
             f"unknown benchmark configuration {name!r}; one of {list(CONFIGS)}"
         ) from None
+
+
+#: The configurations of each section, in the order their rows are printed.
+WSGI_CONFIGS: Final = (
+    "bare",
+    "plugin-metrics",
+    "plugin-noop",
+    "plugin-sdk",
+    "django-prometheus",
+    "otel-django",
+    "otel-django-plugin",
+    "floor-metrics",
+    "floor-span",
+)
+ASGI_CONFIGS: Final = ("asgi-bare", "asgi-plugin-metrics", "asgi-plugin-sdk")
+GUNICORN_CONFIGS: Final = ("bare", "plugin-metrics", "plugin-sdk")
+UVICORN_CONFIGS: Final = ("asgi-bare", "asgi-plugin-metrics", "asgi-plugin-sdk")

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = (
     "bare",
     "floor-metrics",
+    "floor-aggregate",
     "plugin-metrics",
     "plugin-noop",
     "floor-span",

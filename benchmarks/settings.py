@@ -22,7 +22,7 @@ USE_I18N = False
 for _name, _value in CONFIG.settings.items():
     globals()[_name] = _value
 
-#: The file behind ``/file/`` (created by :func:`benchmarks.views.ensure_file`).
+#: The file behind ``/file/`` (created by :func:`tests.harness.data.ensure_big_file`).
 BENCH_FILE = os.environ.get(
     "SENT_OTEL_BENCH_FILE", os.path.join(tempfile.gettempdir(), "sent-otel-bench-50mb.bin")
 )

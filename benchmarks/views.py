@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import threading
 from typing import Any
 
@@ -11,7 +10,6 @@ from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse
 
 BODY = b"Hello, world!\n"
-_BLOCK = 1024 * 1024
 
 
 class CountingFile(io.FileIO):
@@ -35,25 +33,6 @@ class CountingFile(io.FileIO):
     def readall(self) -> bytes:
         self._count()
         return super().readall()
-
-
-def ensure_file(path: str, size: int) -> str:
-    """Create ``path`` with ``size`` zero bytes unless it already has exactly that size."""
-    try:
-        if os.stat(path).st_size == size:
-            return path
-    except FileNotFoundError:
-        pass
-    partial = f"{path}.{os.getpid()}.partial"
-    block = b"\0" * _BLOCK
-    with open(partial, "wb") as f:
-        remaining = size
-        while remaining > 0:
-            n = min(remaining, _BLOCK)
-            f.write(block[:n])
-            remaining -= n
-    os.replace(partial, path)
-    return path
 
 
 def hello(request: HttpRequest) -> HttpResponse:

@@ -6,14 +6,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .delivery import TRACKER_ATTR, log_once
+
 if TYPE_CHECKING:
     from .delivery import Delivery
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "on_delivered"]
-
-TRACKER_ATTR = "_sent_otel_tracker"
-_warned_untracked = False
 
 
 def on_delivered(request: Any, callback: Callable[[Delivery], object]) -> bool:
@@ -24,18 +23,16 @@ def on_delivered(request: Any, callback: Callable[[Delivery], object]) -> bool:
     warning once) when the request is not tracked (plugin disabled, excluded path, middleware
     missing) or its delivery already ended: the callback will then not run.
     """
-    global _warned_untracked
     if not callable(callback):
         raise TypeError(f"on_delivered() needs a callable, got {type(callback).__name__}")
     tracker = getattr(request, TRACKER_ATTR, None)
     if tracker is None or tracker.done:
-        if not _warned_untracked:
-            _warned_untracked = True
-            logging.getLogger("django_sent_otel").warning(
-                "django-sent-otel: on_delivered() called for a request that is not tracked "
-                "(disabled, excluded path, DeliveryMiddleware missing, or delivery already "
-                "ended); the callback will not run"
-            )
+        log_once(
+            logging.getLogger("django_sent_otel"),
+            "django-sent-otel: on_delivered() called for a request that is not tracked "
+            "(disabled, excluded path, DeliveryMiddleware missing, or delivery already "
+            "ended); the callback will not run",
+        )
         return False
     if tracker.callbacks is None:
         tracker.callbacks = [callback]

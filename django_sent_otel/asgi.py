@@ -4,8 +4,9 @@ Django's ASGI handler skips ``close()`` on several paths and ``send()`` never re
 that went away. Wrapped around the application, :class:`DeliveryASGIMiddleware` sees the
 final ``http.response.body`` (``more_body=False``), an ``http.disconnect`` before it, exceptions
 escaping the application and applications that return without finishing the body. It shares
-one tracker per request with :class:`~django_sent_otel.middleware.DeliveryMiddleware`, which
-adds the route; on its own it tracks with ``route="unmatched"``.
+one tracker per request with :class:`~django_sent_otel.middleware.DeliveryMiddleware` through
+the scope (it decides whether the request is tracked, the middleware adds the route); on its
+own it tracks with ``route="unmatched"``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .delivery import CLIENT_DISCONNECT, Tracker, classify, is_bodiless
-from .middleware import SCOPE_KEY, route_before_response
+from django.core.handlers.asgi import get_script_prefix
+
+from .delivery import CLIENT_DISCONNECT, SCOPE_KEY, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
@@ -37,12 +39,15 @@ class DeliveryASGIMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
         tracker = _start(scope)
+        scope = dict(scope)
+        scope[SCOPE_KEY] = tracker  # None: not tracked, the middleware need not decide again
         if tracker is None:
             await self.app(scope, receive, send)
             return
-        scope = dict(scope)
-        scope[SCOPE_KEY] = tracker
 
         # True while the final body message is being handed to the server: a server that
         # closes the connection after it (HTTP/1.0, "Connection: close") may report
@@ -52,7 +57,6 @@ class DeliveryASGIMiddleware:
         async def observed_receive() -> Message:
             message = await receive()
             if message.get("type") == "http.disconnect" and not sending_final and not tracker.done:
-                route_before_response(tracker)
                 tracker.finish(CLIENT_DISCONNECT)
             return message
 
@@ -72,7 +76,7 @@ class DeliveryASGIMiddleware:
                 body_messages += 1
                 body = message.get("body")
                 if body:
-                    tracker.bytes_sent += len(body)
+                    tracker.add_bytes(len(body))
                 if more:
                     await send(message)
                     return
@@ -82,10 +86,7 @@ class DeliveryASGIMiddleware:
                 return
             if kind == "http.response.start":
                 status = int(message.get("status", 0))
-                if tracker.returned_at is None:
-                    tracker.handler_returned(route=None, status_code=status)
-                else:
-                    tracker.status_code = status
+                tracker.handler_returned(route=None, status_code=status)
                 await send(message)
                 if is_bodiless(tracker.method, status):
                     tracker.finish()
@@ -95,14 +96,10 @@ class DeliveryASGIMiddleware:
         try:
             await self.app(scope, observed_receive, observed_send)
         except BaseException as exc:
-            if not tracker.done:
-                route_before_response(tracker)
-                tracker.finish(classify(exc))
+            tracker.finish(classify(exc))
             raise
-        if not tracker.done:
-            # Returned without the final body message: the response was cut short.
-            route_before_response(tracker)
-            tracker.finish(CLIENT_DISCONNECT)
+        # Returned without the final body message: the response was cut short.
+        tracker.finish(CLIENT_DISCONNECT)
 
 
 async def _let_disconnect_arrive(tracker: Tracker) -> None:
@@ -132,15 +129,15 @@ def _is_granian_send(send: Send) -> bool:
 
 
 def _start(scope: Scope) -> Tracker | None:
-    if scope.get("type") != "http":
-        return None
+    """The tracking decision, made once per request: None for a disabled plugin or an
+    excluded path (matched against the ``path_info`` Django will give the request)."""
     try:
         rt = runtime()
-        if not rt.enabled or rt.is_excluded(scope.get("path", "")):
+        path = scope.get("path", "")
+        prefix = get_script_prefix(scope)
+        if not rt.enabled or rt.is_excluded(path.removeprefix(prefix) if prefix else path):
             return None
-        tracker = Tracker(scope.get("method", ""), rt.sinks, returned_sinks=rt.returned_sinks)
-        tracker.wrapped = True
-        return tracker
+        return Tracker(scope.get("method", ""), rt.sinks, returned_sinks=rt.returned_sinks)
     except Exception:
         logger.exception("django-sent-otel: could not start tracking a request")
         return None

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.utils.module_loading import import_string
 
-from .conf import PREFIX
-from .pipeline import valid_buckets, valid_meta_key, valid_token
+from .conf import PREFIX, SETTINGS, UNSET, PatternError, SettingError, raw
 
 MIDDLEWARE_PATH = "django_sent_otel.middleware.DeliveryMiddleware"
 OTEL_MIDDLEWARE = (
@@ -35,113 +30,37 @@ IDS = {
     "W002": "DeliveryMiddleware is missing from MIDDLEWARE",
 }
 
-_MISSING = object()
-_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-
-def _error(code: str, hint: str, value: Any = _MISSING) -> Error:
-    message = IDS[code]
-    if value is not _MISSING:
-        message = f"{message} (got {value!r})"
-    return Error(message, hint=hint, id=f"django_sent_otel.{code}")
-
-
-def _setting(name: str) -> Any:
-    return getattr(settings, PREFIX + name, _MISSING)
+#: The id each setting's errors are reported under (a test keeps it complete).
+SETTING_IDS = {
+    "ENABLED": "E001",
+    "EXCLUDED_PATHS": "E002",
+    "METRICS_ENABLED": "E001",
+    "METRICS_NAMESPACE": "E004",
+    "METRICS_BUCKETS": "E005",
+    "METRICS_REGISTRY": "E006",
+    "METRICS_EXEMPLARS": "E001",
+    "METRICS_TOKEN": "E007",
+    "METRICS_ALLOWED_NETWORKS": "E008",
+    "METRICS_CLIENT_IP_HEADER": "E009",
+    "TRACING_ENABLED": "E001",
+    "TRACER_PROVIDER": "E010",
+}
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
+    """Parse every setting of the table; a parse error becomes its setting's id."""
     errors: list[CheckMessage] = []
-    for name in ("ENABLED", "METRICS_ENABLED", "METRICS_EXEMPLARS", "TRACING_ENABLED"):
-        value = _setting(name)
-        if value is not _MISSING and not isinstance(value, bool):
-            errors.append(_error("E001", f"Set {PREFIX}{name} to True or False.", value))
-    errors += _check_excluded(_setting("EXCLUDED_PATHS"))
-    namespace = _setting("METRICS_NAMESPACE")
-    if namespace is not _MISSING and not (
-        isinstance(namespace, str) and (namespace == "" or _NAME.fullmatch(namespace))
-    ):
-        errors.append(
-            _error("E004", "Use letters, digits and underscores, e.g. 'django'.", namespace)
-        )
-    buckets = _setting("METRICS_BUCKETS")
-    if buckets is not _MISSING and valid_buckets(buckets) is None:
-        errors.append(_error("E005", "Use e.g. [0.05, 0.1, 0.5, 1, 5, 30].", buckets))
-    errors += _check_import("METRICS_REGISTRY", "E006", _is_registry)
-    token = _setting("METRICS_TOKEN")
-    if token is not _MISSING and token is not None and token != "" and not valid_token(token):
-        errors.append(
-            _error(
-                "E007",
-                "Use a random string of at least 16 URL-safe characters (no whitespace: strip "
-                "a token read from a file), or None.",
-            )
-        )
-    errors += _check_networks(_setting("METRICS_ALLOWED_NETWORKS"))
-    header = _setting("METRICS_CLIENT_IP_HEADER")
-    if header is not _MISSING and header is not None and not valid_meta_key(header):
-        errors.append(_error("E009", "Use a META key such as 'HTTP_X_FORWARDED_FOR'.", header))
-    errors += _check_import("TRACER_PROVIDER", "E010", _is_provider)
-    return errors
-
-
-def _check_excluded(value: Any) -> list[CheckMessage]:
-    if value is _MISSING:
-        return []
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        return [_error("E002", "Use a list of regular expressions, e.g. [r'^/health$'].", value)]
-    errors: list[CheckMessage] = []
-    for pattern in value:
-        if not isinstance(pattern, str):
-            errors.append(_error("E002", "Every entry must be a string.", pattern))
-            continue
+    for setting in SETTINGS:
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            errors.append(_error("E003", f"{pattern!r}: {exc}"))
+            setting.parse(raw(setting))
+        except SettingError as exc:
+            code = "E003" if isinstance(exc, PatternError) else SETTING_IDS[setting.name]
+            message = IDS[code]
+            if exc.got is not UNSET:
+                message = f"{message} (got {exc.got!r})"
+            hint = f"{PREFIX}{setting.name}: {exc.hint}"
+            errors.append(Error(message, hint=hint, id=f"django_sent_otel.{code}"))
     return errors
-
-
-def _check_networks(value: Any) -> list[CheckMessage]:
-    if value is _MISSING or value is None:
-        return []
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        return [_error("E008", "Use a list such as ['127.0.0.0/8', '10.0.0.0/8'].", value)]
-    errors: list[CheckMessage] = []
-    for entry in value:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except (TypeError, ValueError):
-            errors.append(_error("E008", "Use CIDR notation such as '10.0.0.0/8'.", entry))
-    return errors
-
-
-def _is_registry(obj: Any) -> bool:
-    from prometheus_client import CollectorRegistry
-
-    return isinstance(obj, CollectorRegistry)
-
-
-def _is_provider(obj: Any) -> bool:
-    # A provider instance or class; a factory is accepted unseen (calling it here could have
-    # side effects), and if it returns no provider the runtime logs it and uses the global one.
-    if isinstance(obj, type):
-        return callable(getattr(obj, "get_tracer", None))
-    return callable(getattr(obj, "get_tracer", None)) or callable(obj)
-
-
-def _check_import(name: str, code: str, valid: Any) -> list[CheckMessage]:
-    value = _setting(name)
-    if value is _MISSING or value is None:
-        return []
-    hint = f"Set {PREFIX}{name} to a dotted path such as 'myproject.monitoring.thing', or None."
-    if not isinstance(value, str):
-        return [_error(code, hint, value)]
-    try:
-        obj = import_string(value)
-    except Exception as exc:  # ImportError, and ValueError/TypeError for ".x" or "..x"
-        return [_error(code, f"{hint} Import failed: {exc}", value)]
-    return [] if valid(obj) else [_error(code, hint, value)]
 
 
 def check_middleware(**kwargs: Any) -> list[CheckMessage]:

@@ -14,7 +14,17 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, NamedTuple, Protocol
 
+from ._compat import new_tuple
+
 logger = logging.getLogger("django_sent_otel")
+
+#: The request attribute holding its tracker (read by ``on_delivered``).
+TRACKER_ATTR: Final = "_sent_otel_tracker"
+#: The scope key under which the ASGI wrapper hands the middleware its decision: the tracker,
+#: or None when the request is not tracked (disabled, excluded path).
+SCOPE_KEY: Final = "django_sent_otel.tracker"
+#: A view (such as /metrics) sets this attribute on the request to stay untracked.
+UNTRACKED_ATTR: Final = "_sent_otel_untracked"
 
 DELIVERED: Final = "delivered"
 CLIENT_DISCONNECT: Final = "client_disconnect"
@@ -91,7 +101,29 @@ class Delivery(NamedTuple):
         return self.reason is None
 
 
-_new_delivery = tuple.__new__
+_logged: set[str] = set()
+
+
+def log_once(
+    log: logging.Logger, msg: str, *args: Any, key: str | None = None, error: bool = False
+) -> None:
+    """Log the first time ``key`` (default: ``msg``) is seen, as a warning or, with ``error``,
+    the current exception; at DEBUG after that: a recurring problem never floods the logs."""
+    key = key or msg
+    if key in _logged:
+        log.debug(msg, *args, exc_info=error)
+        return
+    _logged.add(key)
+    if error:
+        log.exception(msg, *args)
+    else:
+        log.warning(msg, *args)
+
+
+def route_of(request: Any) -> str | None:
+    """The route template of a resolved request (None before or without URL resolution)."""
+    match = getattr(request, "resolver_match", None)
+    return None if match is None else match.route or "/"
 
 
 class Sink(Protocol):
@@ -102,33 +134,34 @@ class Sink(Protocol):
     def finished(self, tracker: Tracker, delivery: Delivery) -> None: ...
 
 
-_failed_sinks: set[str] = set()
-
-
 def _sink_failed(sink: object, event: str) -> None:
     """Log a sink's exception with its traceback once per sink and event, never raise."""
     key = f"{type(sink).__qualname__}.{event}"
-    if key in _failed_sinks:
-        logger.debug("django-sent-otel: %s failed again", key, exc_info=True)
-        return
-    _failed_sinks.add(key)
-    logger.exception("django-sent-otel: %s failed; the response is not affected", key)
+    message = "django-sent-otel: %s failed; the response is not affected"
+    log_once(logger, message, key, key=key, error=True)
+
+
+#: The slots the tracing sink keeps its state in: its start (parent context, time) between
+#: the two events, and the span it ended, which it publishes for the sinks after it (the
+#: metrics sink's exemplars read it, so tracing must come first).
+TRACING_SLOTS: Final = ("span", "trace_start")
 
 
 class Tracker:
     """The state of one tracked response, from request start to exactly one outcome.
 
-    Adapters call :meth:`handler_returned` when the response leaves the handler,
-    :meth:`add_bytes` as the body is handed over, and :meth:`finish` when delivery ends.
-    The first :meth:`finish` decides; later calls are no-ops. The tracker holds the request
-    and response only until it finishes, so it never keeps a reference cycle alive.
+    Adapters call :meth:`handler_returned` when the response leaves the handler (and the
+    ASGI wrapper again with the status the server got), :meth:`add_bytes` as the body is
+    handed over, and :meth:`finish` when delivery ends. The first :meth:`finish` decides;
+    later calls are no-ops. The tracker holds the request and response only until it
+    finishes, so it never keeps a reference cycle alive. Adapter state (how the body ended)
+    stays in the adapters; the tracing sink keeps its own in :data:`TRACING_SLOTS`.
     """
 
     __slots__ = (
         "_open",
         "bytes_sent",
-        "callbacks",
-        "exhausted",
+        "callbacks",  # on_delivered() appends, the signal sink runs them
         "method",
         "request",
         "response",
@@ -136,12 +169,9 @@ class Tracker:
         "returned_sinks",
         "route",
         "sinks",
-        "span",
         "started_at",
         "status_code",
-        "stream_failed",
-        "trace_start",
-        "wrapped",
+        *TRACING_SLOTS,
     )
 
     def __init__(
@@ -166,9 +196,6 @@ class Tracker:
         self.returned_at: float | None = None
         self.span: Any = None
         self.trace_start: Any = None
-        self.wrapped = False
-        self.exhausted = False
-        self.stream_failed = False
         self.callbacks: list[Callable[[Delivery], object]] | None = None
         # A one-element list: ``pop()`` is atomic, so two threads can never both finish.
         self._open = [True]
@@ -185,9 +212,16 @@ class Tracker:
         response: Any = None,
         at: float | None = None,
     ) -> None:
-        """The handler returned its response: the send phase starts now."""
-        if not self._open or self.returned_at is not None:
-            return  # a late response after the outcome was decided, or a second call
+        """The handler returned its response: the send phase starts now.
+
+        A later call before the outcome (the ASGI wrapper seeing ``http.response.start`` after
+        the middleware) only records the status the server got; a call after it is ignored.
+        """
+        if not self._open:
+            return  # a late response after the outcome was decided
+        if self.returned_at is not None:
+            self.status_code = status_code
+            return
         self.returned_at = perf_counter() if at is None else at
         if route:
             self.route = route
@@ -216,10 +250,14 @@ class Tracker:
             return None
         end = perf_counter() if at is None else at
         returned = self.returned_at
+        if returned is None and self.request is not None:
+            # Ended before the handler returned (the client left while the view ran): the
+            # route is known once URL resolution ran, before the view.
+            self.route = route_of(self.request) or self.route
         duration = end - self.started_at
         send_duration = 0.0 if returned is None else end - returned
         # Positional tuple construction: a third of the cost of the keyword constructor.
-        delivery = _new_delivery(
+        delivery = new_tuple(
             Delivery,
             (
                 reason or DELIVERED,
@@ -242,7 +280,9 @@ class Tracker:
         return delivery
 
 
-_failed_callbacks: set[str] = set()
+_CALLBACK_RAISED = (
+    "django-sent-otel: on_delivered callback %r raised (logged once; the response is not affected)"
+)
 
 
 def run_callbacks(callbacks: Sequence[Callable[[Delivery], object]], delivery: Delivery) -> None:
@@ -254,13 +294,5 @@ def run_callbacks(callbacks: Sequence[Callable[[Delivery], object]], delivery: D
             callback(delivery)
         except Exception:
             name = getattr(callback, "__qualname__", type(callback).__qualname__)
-            key = f"{getattr(callback, '__module__', '')}.{name}"
-            if key in _failed_callbacks:
-                logger.debug("django-sent-otel: on_delivered callback %s raised again", key)
-                continue
-            _failed_callbacks.add(key)
-            logger.exception(
-                "django-sent-otel: on_delivered callback %r raised (logged once; the response "
-                "is not affected)",
-                callback,
-            )
+            key = f"callback {getattr(callback, '__module__', '')}.{name}"
+            log_once(logger, _CALLBACK_RAISED, callback, key=key, error=True)

@@ -2,7 +2,7 @@
 
 In ``gunicorn.conf.py``::
 
-    from django_sent_otel.gunicorn import child_exit, on_starting  # noqa: F401
+    from django_sent_otel.gunicorn import child_exit, on_starting, worker_exit  # noqa: F401
 
 with ``PROMETHEUS_MULTIPROC_DIR`` set in the environment before gunicorn starts.
 """
@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import Any
 
-from .metrics import multiprocess_dir
+from .metrics import flush, multiprocess_dir
 
 
 def on_starting(server: Any) -> None:
@@ -42,3 +42,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
     if multiprocess_dir():
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker is exiting normally: write its last numbers before it goes (``atexit`` does
+    too; this covers exits that skip it)."""
+    flush()

@@ -1,34 +1,77 @@
 """Prometheus metrics, recorded once per tracked response from its :class:`Delivery`.
 
-Labelled children are bound once per label set and cached, so the hot path is a dict lookup
-plus prometheus_client's own increments. Labels are bounded: a fixed method set, the route
-template (or ``unmatched``), the status code and the failure reason.
+The hot path keeps plain numbers: one small record per label set (counts, sums, bucket counts
+found with ``bisect``, bytes), updated under one lock. :class:`DeliveryMetrics` is a
+prometheus_client custom collector that turns those numbers into the six metric families at
+scrape time, so exposition, OpenMetrics negotiation, ``name[]=`` filtering and
+``PROMETHEUS_DISABLE_CREATED_SERIES`` stay the library's. The scrape is the same as it was with
+one prometheus_client ``Counter``/``Histogram`` child per series: same names, help texts, types,
+labels, buckets, values and exemplars, at a quarter of the cost per request.
+
+In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the hot path is the same; a daemon thread
+in each worker writes the worker's totals into prometheus_client's multiprocess values every
+:data:`FLUSH_INTERVAL`, and again at exit (``atexit`` and the gunicorn ``worker_exit`` hook), so
+scrapes that merge the workers' files lag by at most that interval, and a worker killed with
+SIGKILL loses at most what it recorded since its last write.
+
+Labels are bounded: a fixed method set, the route template (or ``unmatched``), the status code
+and the failure reason.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import logging
 import os
 import threading
+import time
+import weakref
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from math import inf
 from time import monotonic
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 
 from .conf import DEFAULT_BUCKETS
 from .delivery import Delivery, Tracker
 
-_Children = tuple[Any, Any, Any, Any]
-_Key = tuple[str, str, int, str | None]
-_Exemplar = dict[str, str] | None
-_Exemplars = tuple[_Exemplar, _Exemplar, _Exemplar]
+logger = logging.getLogger("django_sent_otel")
 
-#: At most one exemplar per series (histogram bucket, counter) per this many seconds. Prometheus
-#: keeps only the latest exemplar of a series and scrapes every few seconds, so this loses no
-#: exemplar a scrape would show, and saves prometheus_client's exemplar validation (about 2 us
-#: per update) on nearly every request.
+_Key = tuple[str, str, int, str | None]
+#: Label names and values of one sample.
+_Labels = tuple[tuple[str, ...], tuple[str, ...]]
+#: An exemplar as recorded: trace id, span id, observed value, wall-clock time.
+_Trace = tuple[int, int, float, float]
+
+#: At most one exemplar per series (histogram bucket, counter) per this many seconds, the
+#: behaviour scrapes have always shown. Prometheus keeps only the latest exemplar of a series
+#: and scrapes every few seconds, so this loses no exemplar a scrape would show.
 EXEMPLAR_INTERVAL: Final = 1.0
+
+#: How often, in multiprocess mode, a worker writes its numbers to its files (the most a
+#: scrape lags behind, and what a worker killed with SIGKILL can lose).
+FLUSH_INTERVAL: Final = 0.5
+
+DELIVERED_HELP: Final = "Responses whose whole body was handed to the server (delivered)."
+FAILURES_HELP: Final = "Responses not fully delivered, by reason (client_disconnect, stream_error)."
+DURATION_HELP: Final = "Time from request start until the response was delivered."
+SEND_HELP: Final = "Time from the handler returning the response until it was delivered."
+BYTES_HELP: Final = "Response body bytes handed to the server, failed deliveries included."
+SENDING_HELP: Final = "Responses between handler return and the end of their delivery."
+
+_OUTCOME_LABELS: Final = ("method", "route", "status")
+_ROUTE_LABELS: Final = ("method", "route")
 
 
 def multiprocess_dir() -> str | None:
@@ -36,8 +79,67 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def upper_bounds(buckets: Sequence[float]) -> tuple[float, ...]:
+    """Histogram bucket bounds as prometheus_client's ``Histogram`` takes them: sorted (else
+    ValueError), ``+Inf`` appended when missing, at least two."""
+    bounds = [float(b) for b in buckets]
+    if bounds != sorted(bounds):
+        raise ValueError("Buckets not in sorted order")
+    if bounds and bounds[-1] != inf:
+        bounds.append(inf)
+    if len(bounds) < 2:
+        raise ValueError("Must have at least two buckets")
+    return tuple(bounds)
+
+
+class _Route:
+    """The numbers of one (method, route): both histograms and the byte counter."""
+
+    __slots__ = (
+        "created",
+        "duration_counts",
+        "duration_sum",
+        "duration_traces",
+        "labels",
+        "send_counts",
+        "send_sum",
+        "send_traces",
+        "sent_bytes",
+    )
+
+    def __init__(self, labels: tuple[str, str], size: int) -> None:
+        self.labels = labels
+        self.created = time.time()
+        self.sent_bytes = 0
+        self.duration_sum = 0.0
+        self.send_sum = 0.0
+        # Per bucket, not cumulative (as prometheus_client keeps them); summed at scrape.
+        self.duration_counts = [0] * size
+        self.send_counts = [0] * size
+        # The latest exemplar of each bucket, from whichever status it came.
+        self.duration_traces: list[_Trace | None] = [None] * size
+        self.send_traces: list[_Trace | None] = [None] * size
+
+
+class _Series:
+    """The numbers of one (method, route, status, reason): one outcome counter series."""
+
+    __slots__ = ("count", "created", "due", "labels", "reason", "route", "trace")
+
+    def __init__(self, labels: tuple[str, str, str], reason: str | None, route: _Route) -> None:
+        self.labels = labels
+        self.reason = reason
+        self.route = route
+        self.created = time.time()
+        self.count = 0
+        self.trace: _Trace | None = None
+        # When this label set last gave an exemplar to: [0] its counter, [1 + i] duration
+        # bucket i, [1 + size + j] send bucket j (the throttle is per label set and series).
+        self.due: list[float] = []
+
+
 class DeliveryMetrics:
-    """The six delivery metrics of one namespace, registered on one registry."""
+    """The six delivery metrics of one namespace: a collector registered on one registry."""
 
     def __init__(
         self,
@@ -49,88 +151,77 @@ class DeliveryMetrics:
         self.registry = registry
         self.namespace = namespace
         self.buckets = tuple(buckets)
-        common: dict[str, Any] = {"namespace": namespace, "registry": registry}
-        self.delivered = Counter(
-            "http_responses_delivered",
-            "Responses whose whole body was handed to the server (delivered).",
-            ["method", "route", "status"],
-            **common,
+        self.bounds = upper_bounds(buckets)
+        self._le = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
+        prefix = f"{namespace}_" if namespace else ""
+        self.names = (
+            f"{prefix}http_responses_delivered",
+            f"{prefix}http_response_delivery_failures",
+            f"{prefix}http_delivery_duration_seconds",
+            f"{prefix}http_send_duration_seconds",
+            f"{prefix}http_response_sent_bytes",
+            f"{prefix}http_responses_sending",
         )
-        self.failures = Counter(
-            "http_response_delivery_failures",
-            "Responses not fully delivered, by reason (client_disconnect, stream_error).",
-            ["method", "route", "status", "reason"],
-            **common,
-        )
-        self.duration = Histogram(
-            "http_delivery_duration_seconds",
-            "Time from request start until the response was delivered.",
-            ["method", "route"],
-            buckets=self.buckets,
-            **common,
-        )
-        self.send_duration = Histogram(
-            "http_send_duration_seconds",
-            "Time from the handler returning the response until it was delivered.",
-            ["method", "route"],
-            buckets=self.buckets,
-            **common,
-        )
-        self.sent_bytes = Counter(
-            "http_response_sent_bytes",
-            "Response body bytes handed to the server, failed deliveries included.",
-            ["method", "route"],
-            **common,
-        )
-        self.sending = Gauge(
-            "http_responses_sending",
-            "Responses between handler return and the end of their delivery.",
-            multiprocess_mode="livesum",
-            **common,
-        )
-        # The gauge's value object, updated directly on every request (Gauge.inc/dec add a
-        # check and a call each); the public methods when prometheus_client has no such object.
-        value: Any = getattr(self.sending, "_value", None)
-        if callable(getattr(value, "inc", None)):
-            self.sending_inc = value.inc
-        else:
-            self.sending_inc = self.sending.inc
-        self._children: dict[_Key, _Children] = {}
+        self._series: dict[_Key, _Series] = {}
+        self._routes: dict[tuple[str, str], _Route] = {}
         self._lock = threading.Lock()
-        self._exemplar_at: dict[tuple[_Key, int], float] = {}
+        self._scrape_lock = threading.Lock()
+        # The in-flight gauge without a lock: ``next()`` of an itertools.count is one atomic
+        # step in CPython. The gauge is started minus ended, taken at scrape.
+        self._started = itertools.count()
+        self._ended = itertools.count()
+        #: Called when a handler returned / when a returned response's delivery ended.
+        self.sending_started: Callable[[], object] = self._started.__next__
+        self.sending_ended: Callable[[], object] = self._ended.__next__
+        self._writer: _MultiprocessWriter | None = None
+        if multiprocess_dir():
+            self._writer = _MultiprocessWriter(self)
+            self.sending_started = self._first_started
+        if registry is not None:
+            registry.register(self)
+        _instances.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: locks another thread of the parent may have held are new, and
+        the parent's responses in flight are not this process's."""
+        self._lock = threading.Lock()
+        self._scrape_lock = threading.Lock()
+        self._started = itertools.count()
+        self._ended = itertools.count()
+        self.sending_ended = self._ended.__next__
+        self.sending_started = self._started.__next__
+        if self._writer is not None:
+            # The child writes its own file: the parent's numbers are the parent's to write.
+            self._series = {}
+            self._routes = {}
+            self._writer.forked()
+            self.sending_started = self._first_started
+
+    def _first_started(self) -> object:
+        """Multiprocess mode, first handler return in this process: start the writer."""
+        assert self._writer is not None
+        self._writer.start()
+        self.sending_started = self._started.__next__
+        return self.sending_started()
 
     @property
     def collectors(self) -> tuple[Any, ...]:
-        return (
-            self.delivered,
-            self.failures,
-            self.duration,
-            self.send_duration,
-            self.sent_bytes,
-            self.sending,
-        )
+        return (self,)
 
     def unregister(self) -> None:
         if self.registry is not None:
-            for collector in self.collectors:
-                self.registry.unregister(collector)
+            self.registry.unregister(self)
 
-    def _bind(self, key: _Key) -> _Children:
-        method, route, status_code, reason = key
-        status = str(status_code)
-        if reason is None:
-            outcome = self.delivered.labels(method, route, status)
-        else:
-            outcome = self.failures.labels(method, route, status, reason)
-        children = (
-            outcome,
-            self.duration.labels(method, route),
-            self.send_duration.labels(method, route),
-            self.sent_bytes.labels(method, route),
-        )
-        with self._lock:
-            self._children[key] = children
-        return children
+    def sending(self) -> int:
+        """Responses between handler return and the end of their delivery, now."""
+        with self._scrape_lock:
+            # Each read adds one to both counts, so the difference is unchanged; ended is
+            # read first so that it never exceeds started.
+            ended = next(self._ended)
+            started = next(self._started)
+        return max(started - ended, 0)
+
+    # The hot path
 
     def record(self, delivery: Delivery, span: Any = None) -> None:
         """Count one finished delivery (histograms observe delivered responses only).
@@ -139,56 +230,301 @@ class DeliveryMetrics:
         and the two histogram buckets observed, when sampled and when those series have had
         none for :data:`EXEMPLAR_INTERVAL`.
         """
-        key = (delivery.method, delivery.route, delivery.status_code, delivery.reason)
-        children = self._children.get(key) or self._bind(key)
-        outcome, duration, send_duration, sent_bytes = children
-        if delivery.reason is None:
-            due = None if span is None else self._exemplars(key, delivery, span)
-            if due is None:
-                outcome.inc()
-                duration.observe(delivery.duration)
-                send_duration.observe(delivery.send_duration)
-            else:
-                outcome.inc(1, due[0])
-                duration.observe(delivery.duration, due[1])
-                send_duration.observe(delivery.send_duration, due[2])
+        _, reason, method, route, status_code, sent, duration, send = delivery
+        series = self._series.get((method, route, status_code, reason))
+        if series is None:
+            series = self._add(method, route, status_code, reason)
+        numbers = series.route
+        if reason is None:
+            bounds = self.bounds
+            i = bisect_left(bounds, duration)
+            j = bisect_left(bounds, send)
+            # One lock for all of it: ``+=`` on a shared number is not atomic across threads.
+            with self._lock:
+                series.count += 1
+                numbers.sent_bytes += sent
+                numbers.duration_sum += duration
+                numbers.duration_counts[i] += 1
+                numbers.send_sum += send
+                numbers.send_counts[j] += 1
+            if span is not None:
+                self._exemplars(series, i, j, delivery, span)
         else:
-            outcome.inc()
-        sent_bytes.inc(delivery.bytes_sent)
+            with self._lock:
+                series.count += 1
+                numbers.sent_bytes += sent
 
-    def _exemplars(self, key: _Key, delivery: Delivery, span: Any) -> _Exemplars | None:
-        """The exemplar for each of the three series a delivery updates (None where one is
-        not due), or None when the span is not sampled or no series is due."""
+    def _add(self, method: str, route: str, status_code: int, reason: str | None) -> _Series:
+        """The record of a new label set (and of its method and route if new)."""
+        with self._lock:
+            key = (method, route, status_code, reason)
+            series = self._series.get(key)
+            if series is None:
+                size = len(self.bounds)
+                numbers = self._routes.get((method, route))
+                if numbers is None:
+                    numbers = self._routes[(method, route)] = _Route((method, route), size)
+                series = _Series((method, route, str(status_code)), reason, numbers)
+                series.due = [-inf] * (1 + 2 * size)
+                self._series[key] = series
+                if self._writer is not None:
+                    self._writer.start()
+            return series
+
+    def _exemplars(self, series: _Series, i: int, j: int, delivery: Delivery, span: Any) -> None:
+        """Keep the span's trace on each of the three series it updated that is due."""
         ctx = span.get_span_context()
         if not ctx.trace_flags.sampled:
-            return None
-        buckets = self.buckets
+            return
         now = monotonic()
-        slots = (
-            self._due(key, -1, now),
-            self._due(key, bisect_left(buckets, delivery.duration), now),
-            self._due(key, 100 + bisect_left(buckets, delivery.send_duration), now),
-        )
-        if not any(slots):
-            return None
-        exemplar = {
-            "trace_id": format(ctx.trace_id, "032x"),
-            "span_id": format(ctx.span_id, "016x"),
-        }
-        return (
-            exemplar if slots[0] else None,
-            exemplar if slots[1] else None,
-            exemplar if slots[2] else None,
-        )
+        due = series.due
+        interval = EXEMPLAR_INTERVAL
+        size = len(self.bounds)
+        numbers = series.route
+        wall = 0.0
+        if now - due[0] >= interval:
+            due[0] = now
+            wall = time.time()
+            series.trace = (ctx.trace_id, ctx.span_id, 1.0, wall)
+        if now - due[1 + i] >= interval:
+            due[1 + i] = now
+            wall = wall or time.time()
+            numbers.duration_traces[i] = (ctx.trace_id, ctx.span_id, delivery[6], wall)
+        if now - due[1 + size + j] >= interval:
+            due[1 + size + j] = now
+            wall = wall or time.time()
+            numbers.send_traces[j] = (ctx.trace_id, ctx.span_id, delivery[7], wall)
 
-    def _due(self, key: _Key, slot: int, now: float) -> bool:
-        """Whether a series (a counter, or one histogram bucket) may take an exemplar now."""
-        at = self._exemplar_at
-        last = at.get((key, slot))
-        if last is not None and now - last < EXEMPLAR_INTERVAL:
-            return False
-        at[(key, slot)] = now
-        return True
+    # The scrape
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: the registry learns the names (clash detection,
+        ``restricted_registry``) without a collect."""
+        delivered, failures, duration, send, sent_bytes, sending = self.names
+        yield CounterMetricFamily(delivered, DELIVERED_HELP, labels=_OUTCOME_LABELS)
+        yield CounterMetricFamily(failures, FAILURES_HELP, labels=(*_OUTCOME_LABELS, "reason"))
+        yield HistogramMetricFamily(duration, DURATION_HELP, labels=_ROUTE_LABELS)
+        yield HistogramMetricFamily(send, SEND_HELP, labels=_ROUTE_LABELS)
+        yield CounterMetricFamily(sent_bytes, BYTES_HELP, labels=_ROUTE_LABELS)
+        yield GaugeMetricFamily(sending, SENDING_HELP)
+
+    def collect(self) -> Iterator[Metric]:
+        created = _created_enabled()
+        with self._lock:  # a consistent copy; the families are built outside the lock
+            series = [
+                (s.labels, s.reason, s.count, s.created, s.trace) for s in self._series.values()
+            ]
+            routes = [_RouteCopy(r) for r in self._routes.values()]
+        names = self.names
+        delivered = CounterMetricFamily(names[0], DELIVERED_HELP, labels=_OUTCOME_LABELS)
+        failures = CounterMetricFamily(names[1], FAILURES_HELP, labels=(*_OUTCOME_LABELS, "reason"))
+        for labels, reason, count, since, trace in series:
+            when = since if created else None
+            if reason is None:
+                delivered.add_metric(labels, count, when, exemplar=_exemplar(trace))
+            else:
+                failures.add_metric((*labels, reason), count, when)
+        yield delivered
+        yield failures
+        for name, help_text, send in (
+            (names[2], DURATION_HELP, False),
+            (names[3], SEND_HELP, True),
+        ):
+            histogram = HistogramMetricFamily(name, help_text, labels=_ROUTE_LABELS)
+            for route in routes:
+                total, counts, traces = route.send if send else route.duration
+                histogram.add_metric(route.labels, self._cumulative(counts, traces), total)
+                if created:
+                    labels_dict = dict(zip(_ROUTE_LABELS, route.labels, strict=True))
+                    histogram.add_sample(f"{name}_created", labels_dict, route.created)
+            yield histogram
+        sent_bytes = CounterMetricFamily(names[4], BYTES_HELP, labels=_ROUTE_LABELS)
+        for route in routes:
+            sent_bytes.add_metric(
+                route.labels, route.sent_bytes, route.created if created else None
+            )
+        yield sent_bytes
+        yield GaugeMetricFamily(names[5], SENDING_HELP, value=self.sending())
+
+    def _cumulative(self, counts: list[int], traces: list[_Trace | None]) -> list[_Bucket]:
+        """prometheus_client's bucket samples: cumulative counts, ``le`` as it formats it."""
+        total = 0
+        out: list[_Bucket] = []
+        for le, count, trace in zip(self._le, counts, traces, strict=True):
+            total += count
+            exemplar = _exemplar(trace)
+            out.append((le, total) if exemplar is None else (le, total, exemplar))
+        return out
+
+
+_Bucket = tuple[str, float] | tuple[str, float, Exemplar]
+
+
+class _RouteCopy:
+    """A scrape's copy of one :class:`_Route`, taken under the lock."""
+
+    __slots__ = ("created", "duration", "labels", "send", "sent_bytes")
+
+    def __init__(self, route: _Route) -> None:
+        self.labels = route.labels
+        self.created = route.created
+        self.sent_bytes = route.sent_bytes
+        self.duration = (
+            route.duration_sum,
+            list(route.duration_counts),
+            list(route.duration_traces),
+        )
+        self.send = (route.send_sum, list(route.send_counts), list(route.send_traces))
+
+
+def _exemplar(trace: _Trace | None) -> Exemplar | None:
+    if trace is None:
+        return None
+    trace_id, span_id, value, wall = trace
+    labels = {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
+    return Exemplar(labels, value, wall)
+
+
+_created_probe: Counter | None = None
+
+
+def _created_enabled() -> bool:
+    """Whether prometheus_client emits ``_created`` series now (its
+    ``PROMETHEUS_DISABLE_CREATED_SERIES`` switch and ``disable_created_metrics()``), asked of
+    an unregistered counter of its own, so the decision stays the library's."""
+    global _created_probe
+    if _created_probe is None:
+        _created_probe = Counter("created_probe", "", registry=None)
+    return any(s.name.endswith("_created") for m in _created_probe.collect() for s in m.samples)
+
+
+class _MultiprocessWriter:
+    """Multiprocess mode: publishes this worker's numbers into prometheus_client's
+    multiprocess values (the worker's memory-mapped files that ``MultiProcessCollector``
+    merges), every :data:`FLUSH_INTERVAL` from a daemon thread, at exit, and from the
+    gunicorn ``worker_exit`` hook.
+
+    Each worker writes only its own file, so the values are written as totals, not deltas:
+    a repeated or concurrent flush can never count twice. The value objects are created with
+    the same keys prometheus_client's own ``Counter``/``Histogram``/``Gauge`` children use
+    (``tests/test_metrics_equivalence.py`` compares the merged expositions).
+    """
+
+    def __init__(self, owner: DeliveryMetrics) -> None:
+        self.owner = owner
+        self._lock = threading.Lock()  # one flush at a time
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._values: dict[tuple[Any, ...], Any] = {}
+        self._written: dict[tuple[Any, ...], float] = {}
+        _writers.add(self)
+
+    def start(self) -> None:
+        """Start the flushing thread in this process, once."""
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="django-sent-otel-metrics", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+    def forked(self) -> None:
+        """In a forked child: no thread yet, and values of the child's own file."""
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread = None
+        self._values = {}
+        self._written = {}
+
+    def _write(
+        self, typ: str, name: str, suffix: str, labels: _Labels, number: float, *, help_text: str
+    ) -> None:
+        """Set one value if it changed, creating it (with prometheus_client's key) first."""
+        key = (name + suffix, labels[1])
+        if self._written.get(key) == number:
+            return
+        value = self._values.get(key)
+        if value is None:
+            from prometheus_client import values
+
+            labelnames, labelvalues = labels
+            mode = "livesum" if typ == "gauge" else ""
+            value = values.ValueClass(
+                typ, name, name + suffix, labelnames, labelvalues, help_text, multiprocess_mode=mode
+            )
+            self._values[key] = value
+        value.set(number)
+        self._written[key] = number
+
+    def flush(self, timeout: float = -1) -> None:
+        """Write every number that changed since the last flush; never raises."""
+        if not self._lock.acquire(timeout=timeout):
+            logger.warning("django-sent-otel: multiprocess metrics not written (busy)")
+            return
+        try:
+            self._flush()
+        except Exception:
+            logger.exception("django-sent-otel: writing multiprocess metrics failed")
+        finally:
+            self._lock.release()
+
+    def _flush(self) -> None:
+        owner = self.owner
+        delivered, failures, duration, send, sent_bytes, sending = owner.names
+        write = self._write
+        with owner._lock:
+            series = [(s.labels, s.reason, s.count) for s in owner._series.values()]
+            routes = [_RouteCopy(r) for r in owner._routes.values()]
+        # Histograms and bytes first: a scrape that shows a response's outcome shows the rest.
+        bucket_names = (*_ROUTE_LABELS, "le")
+        for route in routes:
+            labels: _Labels = (_ROUTE_LABELS, route.labels)
+            for name, help_text, (total, counts, _) in (
+                (duration, DURATION_HELP, route.duration),
+                (send, SEND_HELP, route.send),
+            ):
+                write("histogram", name, "_sum", labels, total, help_text=help_text)
+                for le, count in zip(owner._le, counts, strict=True):
+                    bucket = (bucket_names, (*route.labels, le))
+                    write("histogram", name, "_bucket", bucket, count, help_text=help_text)
+            write("counter", sent_bytes, "_total", labels, route.sent_bytes, help_text=BYTES_HELP)
+        for values, reason, count in series:
+            if reason is None:
+                labels = (_OUTCOME_LABELS, values)
+                write("counter", delivered, "_total", labels, count, help_text=DELIVERED_HELP)
+            else:
+                labels = ((*_OUTCOME_LABELS, "reason"), (*values, reason))
+                write("counter", failures, "_total", labels, count, help_text=FAILURES_HELP)
+        write("gauge", sending, "", ((), ()), owner.sending(), help_text=SENDING_HELP)
+
+
+_writers: weakref.WeakSet[_MultiprocessWriter] = weakref.WeakSet()
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Write this process's numbers to its multiprocess files now (worker exit, interpreter
+    exit); nothing to do outside multiprocess mode. Never blocks an exit for longer than
+    ``timeout`` per writer."""
+    for writer in list(_writers):
+        writer.flush(timeout)
+
+
+_instances: weakref.WeakSet[DeliveryMetrics] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for metrics in list(_instances):
+        metrics._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+atexit.register(flush)
 
 
 _cache: dict[tuple[int, str], DeliveryMetrics] = {}
@@ -201,7 +537,7 @@ def get_metrics(
     """The metrics for a registry and namespace, created once (reused when settings reload).
 
     Building the same names twice on one registry would raise "Duplicated timeseries"; a
-    bucket change replaces the histograms' collectors instead.
+    bucket change replaces the collector instead.
     """
     key = (id(registry), namespace)
     with _cache_lock:
@@ -239,7 +575,7 @@ def _register(registry: CollectorRegistry, collectors: Sequence[Any]) -> None:
 
 
 class MetricsSink:
-    """Updates the in-flight gauge and records each delivery."""
+    """Counts responses in flight and records each delivery."""
 
     __slots__ = ("exemplars", "metrics")
 
@@ -249,9 +585,30 @@ class MetricsSink:
         self.exemplars = exemplars and multiprocess_dir() is None
 
     def handler_returned(self, tracker: Tracker) -> None:
-        self.metrics.sending_inc(1)
+        self.metrics.sending_started()
 
     def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+        metrics = self.metrics
         if tracker.returned_at is not None:
-            self.metrics.sending_inc(-1)
-        self.metrics.record(delivery, tracker.span if self.exemplars else None)
+            metrics.sending_ended()
+        metrics.record(delivery, tracker.span if self.exemplars else None)
+
+
+def build_sink() -> MetricsSink | None:
+    """The metrics sink the settings ask for (None when disabled). A namespace or bucket set
+    that cannot be registered (a name clash) falls back to the defaults, then to no metrics."""
+    from .conf import conf
+    from .delivery import log_once, logger
+
+    if not conf.METRICS_ENABLED:
+        return None
+    registry = conf.METRICS_REGISTRY
+    for namespace, buckets in ((conf.METRICS_NAMESPACE, conf.METRICS_BUCKETS), ("django", None)):
+        try:
+            metrics = get_metrics(registry, namespace, buckets or DEFAULT_BUCKETS)
+        except Exception:
+            message = "django-sent-otel: could not register the metrics of namespace %r"
+            log_once(logger, message, namespace, key=f"metrics {namespace}", error=True)
+            continue
+        return MetricsSink(metrics, exemplars=conf.METRICS_EXEMPLARS)
+    return None

@@ -20,63 +20,27 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
-from . import TRACKER_ATTR
-from .delivery import CLIENT_DISCONNECT, STREAM_ERROR, Tracker, classify, is_bodiless
+from ._compat import body_parts
+from .delivery import (
+    CLIENT_DISCONNECT,
+    SCOPE_KEY,
+    STREAM_ERROR,
+    TRACKER_ATTR,
+    UNTRACKED_ATTR,
+    Tracker,
+    classify,
+    is_bodiless,
+    log_once,
+    route_of,
+)
 from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
-
-#: Key under which the ASGI wrapper hands its tracker to the middleware in the scope.
-SCOPE_KEY = "django_sent_otel.tracker"
-#: A view (such as /metrics) sets this attribute on the request to stay untracked.
-UNTRACKED_ATTR = "_sent_otel_untracked"
-
-_PLAIN, _STREAM, _FILE, _FILE_WRAPPER, _BODILESS = range(5)
-_warned_no_wrapper = False
-
-
-def _warn_no_wrapper() -> None:
-    global _warned_no_wrapper
-    if not _warned_no_wrapper:
-        _warned_no_wrapper = True
-        logger.warning(
-            "django-sent-otel: running under ASGI without the delivery wrapper: client "
-            "disconnects of non-streaming responses and exceptions escaping Django are not "
-            "observable. Use django_sent_otel.asgi.get_asgi_application() in asgi.py."
-        )
-
-
-def _sync_body(iterator: Iterable[bytes], tracker: Tracker) -> Iterator[bytes]:
-    """Pass the body through, counting bytes and noting exhaustion or a raising iterator."""
-    it = iter(iterator)
-    while True:
-        try:
-            chunk = next(it)
-        except StopIteration:
-            tracker.exhausted = True
-            return
-        except Exception:
-            tracker.stream_failed = True
-            raise
-        tracker.bytes_sent += len(chunk)
-        yield chunk
-
-
-async def _async_body(iterator: AsyncIterator[bytes], tracker: Tracker) -> AsyncIterator[bytes]:
-    it = aiter(iterator)
-    while True:
-        try:
-            chunk = await anext(it)
-        except StopAsyncIteration:
-            tracker.exhausted = True
-            return
-        except asyncio.CancelledError:
-            raise  # the server cancelled: a disconnect, not a failing body
-        except Exception:
-            tracker.stream_failed = True
-            raise
-        tracker.bytes_sent += len(chunk)
-        yield chunk
+_NO_WRAPPER = (
+    "django-sent-otel: running under ASGI without the delivery wrapper: client disconnects of "
+    "non-streaming responses and exceptions escaping Django are not observable. Use "
+    "django_sent_otel.asgi.get_asgi_application() in asgi.py."
+)
 
 
 class _CloseHook:
@@ -84,14 +48,14 @@ class _CloseHook:
 
     The response refers to the hook and the hook to the response until the first call, which
     removes the instance attribute and drops its reference: no cycle survives a normal close.
+    Subclasses say how a kind of body tells its outcome and size.
     """
 
-    __slots__ = ("mode", "response", "tracker")
+    __slots__ = ("response", "tracker")
 
-    def __init__(self, tracker: Tracker, response: HttpResponseBase, mode: int) -> None:
+    def __init__(self, tracker: Tracker, response: HttpResponseBase) -> None:
         self.tracker = tracker
         self.response: HttpResponseBase | None = response
-        self.mode = mode
 
     def __call__(self) -> None:
         response = self.response
@@ -111,28 +75,69 @@ class _CloseHook:
             tracker.finish(reason)
 
     def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        mode = self.mode
-        if mode == _BODILESS:
-            return None
+        """A body in memory: the server took it all unless an exception is in flight (or
+        uWSGI saw the connection reset)."""
+        return _unless_dropped(classify(sys.exc_info()[1]))
+
+
+class _BodilessClose(_CloseHook):
+    __slots__ = ()
+
+    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
+        return None  # delivered with the headers
+
+
+class _StreamClose(_CloseHook):
+    """A streaming body: its wrapper notes whether it was exhausted or raised."""
+
+    __slots__ = ("exhausted", "failed")
+
+    def __init__(self, tracker: Tracker, response: HttpResponseBase) -> None:
+        super().__init__(tracker, response)
+        self.exhausted = self.failed = False
+
+    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
+        if self.failed:
+            return STREAM_ERROR
         reason = classify(sys.exc_info()[1])
-        if mode == _STREAM:
-            if tracker.stream_failed:
-                return STREAM_ERROR
-            if reason is None and not tracker.exhausted:
-                return CLIENT_DISCONNECT
+        if reason is None and not self.exhausted:
+            return CLIENT_DISCONNECT
+        return _unless_dropped(reason)
+
+
+class _FileClose(_CloseHook):
+    """A ``FileResponse`` handed to ``wsgi.file_wrapper`` (sendfile): all of it, or the
+    exception in flight."""
+
+    __slots__ = ()
+
+    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
+        reason = _unless_dropped(classify(sys.exc_info()[1]))
+        if reason is not None:
+            return reason
+        size = _content_length(response)
+        if size is not None:
+            tracker.add_bytes(size)
+        return None
+
+
+class _IteratedFileClose(_CloseHook):
+    """A ``FileResponse`` the server iterated itself: the file position tells how far it got."""
+
+    __slots__ = ()
+
+    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
+        reason = classify(sys.exc_info()[1])
         if reason is None and _uwsgi_connection_dropped():
             return CLIENT_DISCONNECT
-        if mode in (_FILE, _FILE_WRAPPER):
-            size = _content_length(response)
-            if mode == _FILE:
-                # Iterated by the server (no sendfile): the file position tells how far it got.
-                position = _position(response)
-                if position is not None:
-                    tracker.bytes_sent = position
-                    if reason is None and size is not None and position < size:
-                        return CLIENT_DISCONNECT
-            if reason is None and size is not None:
-                tracker.bytes_sent = size
+        size = _content_length(response)
+        position = _position(response)
+        if reason is None and size is not None and position is not None and position < size:
+            tracker.add_bytes(position)
+            return CLIENT_DISCONNECT
+        sent = size if reason is None and size is not None else position
+        if sent is not None:
+            tracker.add_bytes(sent)
         return reason
 
 
@@ -156,6 +161,50 @@ def _uwsgi_connection_dropped() -> bool:
         return any(events & _HANGUP for _, events in poller.poll(0))
     except Exception:  # not inside a request, or an older uWSGI without connection_fd()
         return False
+
+
+def _unless_dropped(reason: str | None) -> str | None:
+    """``reason``, or a disconnect when none is known but uWSGI saw the connection reset."""
+    if reason is None and _uwsgi_connection_dropped():
+        return CLIENT_DISCONNECT
+    return reason
+
+
+def _sync_body(iterator: Iterable[bytes], tracker: Tracker, hook: _StreamClose) -> Iterator[bytes]:
+    """Pass the body through, counting bytes and noting exhaustion or a raising iterator."""
+    it = iter(iterator)
+    add_bytes = tracker.add_bytes
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            hook.exhausted = True
+            return
+        except Exception:
+            hook.failed = True
+            raise
+        add_bytes(len(chunk))
+        yield chunk
+
+
+async def _async_body(
+    iterator: AsyncIterator[bytes], tracker: Tracker, hook: _StreamClose
+) -> AsyncIterator[bytes]:
+    it = aiter(iterator)
+    add_bytes = tracker.add_bytes
+    while True:
+        try:
+            chunk = await anext(it)
+        except StopAsyncIteration:
+            hook.exhausted = True
+            return
+        except asyncio.CancelledError:
+            raise  # the server cancelled: a disconnect, not a failing body
+        except Exception:
+            hook.failed = True
+            raise
+        add_bytes(len(chunk))
+        yield chunk
 
 
 def _content_length(response: HttpResponseBase) -> int | None:
@@ -208,7 +257,6 @@ class DeliveryMiddleware:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
         except asyncio.CancelledError:
             # The client left while the view ran: Django sends nothing and closes nothing.
-            route_before_response(tracker)
             tracker.finish(CLIENT_DISCONNECT)
             raise
         _returned(request, response, tracker)
@@ -217,20 +265,19 @@ class DeliveryMiddleware:
 
 def _start(request: HttpRequest) -> Tracker | None:
     try:
-        rt = runtime()
         # Instance attributes read through __dict__: a missing attribute costs no exception.
         scope = request.__dict__.get("scope")
-        outer: Tracker | None = None if scope is None else scope.get(SCOPE_KEY)
-        if not rt.enabled or rt.is_excluded(request.path_info):
-            if outer is not None:
-                outer.discard()
-            return None
-        if outer is not None:
-            outer.request = request
-            tracker = outer
+        if scope is not None and SCOPE_KEY in scope:
+            tracker: Tracker | None = scope[SCOPE_KEY]  # the ASGI wrapper decided
+            if tracker is None:
+                return None
+            tracker.request = request
         else:
+            rt = runtime()
+            if not rt.enabled or rt.is_excluded(request.path_info):
+                return None
             if scope is not None:
-                _warn_no_wrapper()
+                log_once(logger, _NO_WRAPPER)
             tracker = Tracker(
                 request.method or "", rt.sinks, request=request, returned_sinks=rt.returned_sinks
             )
@@ -241,54 +288,39 @@ def _start(request: HttpRequest) -> Tracker | None:
         return None
 
 
-def route_before_response(tracker: Tracker) -> None:
-    """Take the route from the request when delivery ends before the handler returned.
-
-    URL resolution happens before the view runs, so a client that leaves while the view
-    still runs is counted under the view's route, not ``unmatched``.
-    """
-    request = tracker.request
-    if request is not None and tracker.returned_at is None:
-        match = getattr(request, "resolver_match", None)
-        if match is not None:
-            tracker.route = match.route or "/"
-
-
 def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker) -> None:
     try:
         if request.__dict__.get(UNTRACKED_ATTR):
             tracker.discard()
             return
         status = response.status_code
-        match = request.resolver_match
-        tracker.handler_returned(
-            route=None if match is None else match.route or "/",
-            status_code=status,
-            response=response,
-        )
-        if tracker.wrapped or tracker.done:
+        tracker.handler_returned(route=route_of(request), status_code=status, response=response)
+        scope = request.__dict__.get("scope")
+        if tracker.done or (scope is not None and scope.get(SCOPE_KEY) is tracker):
             return  # the ASGI wrapper decides the outcome
+        hook: _CloseHook
         if is_bodiless(tracker.method, status):
-            mode = _BODILESS
+            hook = _BodilessClose(tracker, response)
         elif isinstance(response, FileResponse) and response.file_to_stream is not None:
-            uses_wrapper = request.META.get("wsgi.file_wrapper") is not None
-            mode = _FILE_WRAPPER if uses_wrapper else _FILE
+            if request.META.get("wsgi.file_wrapper") is not None:
+                hook = _FileClose(tracker, response)
+            else:
+                hook = _IteratedFileClose(tracker, response)
         elif response.streaming:
-            mode = _STREAM
+            hook = stream = _StreamClose(tracker, response)
             content = response.streaming_content  # type: ignore[attr-defined]
             if response.is_async:  # type: ignore[attr-defined]
-                response.streaming_content = _async_body(content, tracker)  # type: ignore[attr-defined]
+                response.streaming_content = _async_body(content, tracker, stream)  # type: ignore[attr-defined]
             else:
-                response.streaming_content = _sync_body(content, tracker)  # type: ignore[attr-defined]
+                response.streaming_content = _sync_body(content, tracker, stream)  # type: ignore[attr-defined]
         else:
-            mode = _PLAIN
-            container = response.__dict__.get("_container")
-            if type(container) is list:
-                # The body's parts, summed: ``.content`` would join (copy) them.
-                tracker.bytes_sent = sum(map(len, container))
+            hook = _CloseHook(tracker, response)
+            parts = body_parts(response)
+            if parts is not None:
+                tracker.add_bytes(sum(map(len, parts)))
             else:
                 content = getattr(response, "content", b"")
-                tracker.bytes_sent = len(content) if isinstance(content, bytes) else 0
-        response.close = _CloseHook(tracker, response, mode)  # type: ignore[method-assign]
+                tracker.add_bytes(len(content) if isinstance(content, bytes) else 0)
+        response.close = hook  # type: ignore[method-assign]
     except Exception:
         logger.exception("django-sent-otel: could not observe a response")

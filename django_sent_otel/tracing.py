@@ -7,6 +7,7 @@ returned.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from time import time_ns
@@ -19,7 +20,10 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
-from .delivery import Delivery, Tracker
+from ._compat import UNKNOWN, tracer_provider_set
+from .delivery import Delivery, Tracker, log_once
+
+logger = logging.getLogger("django_sent_otel")
 
 SPAN_NAME = "response-delivered"
 
@@ -75,23 +79,17 @@ def _no_sdk(provider: object) -> bool:
     return isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
-_UNKNOWN = object()
-
-
 def _global_provider_is_real(env_names_one: bool) -> bool:
     """Whether the global tracer provider is an SDK's (not the API's proxy or no-op).
 
-    Fast path: the API keeps the provider set in code in ``trace._TRACER_PROVIDER`` (None
-    until set). When it is unset and ``OTEL_PYTHON_TRACER_PROVIDER`` named none at start-up,
-    there is no SDK and the public ``get_tracer_provider()`` (an environment lookup) is not
-    needed.
+    Fast path: when no provider was set in code and ``OTEL_PYTHON_TRACER_PROVIDER`` named
+    none at start-up, there is no SDK and the public ``get_tracer_provider()`` (an
+    environment lookup) is not needed.
     """
-    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
-    if provider is None:
-        if not env_names_one:
-            return False
-        provider = _UNKNOWN
-    if provider is _UNKNOWN:
+    provider = tracer_provider_set()
+    if provider is None and not env_names_one:
+        return False
+    if provider is None or provider is UNKNOWN:
         provider = trace.get_tracer_provider()
     return not _no_sdk(provider)
 
@@ -158,3 +156,29 @@ _DESCRIPTIONS = {
     "client_disconnect": "the client went away before the whole body was handed over",
     "stream_error": "the response body raised after the headers were sent",
 }
+
+
+def resolve_provider(obj: Any) -> Any:
+    """A tracer provider from what the setting names: an instance, a class or a factory."""
+    if isinstance(obj, type) or not hasattr(obj, "get_tracer"):
+        obj = obj()
+    if not callable(getattr(obj, "get_tracer", None)):
+        raise TypeError(f"{obj!r} is not a tracer provider")
+    return obj
+
+
+def build_sink() -> TracingSink | None:
+    """The tracing sink the settings ask for: the named provider's tracer, else the global
+    provider's (checked per request until an SDK sets one)."""
+    from .conf import conf
+
+    if not conf.TRACING_ENABLED:
+        return None
+    named = conf.TRACER_PROVIDER
+    if named is not None:
+        try:
+            return TracingSink(get_tracer(resolve_provider(named)))
+        except Exception:
+            message = "django-sent-otel: %r gave no tracer provider; using the global one"
+            log_once(logger, message, named, key=f"tracer provider {named!r}", error=True)
+    return TracingSink(get_tracer(None), live=False)

@@ -13,9 +13,10 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+from .conf import conf
+from .delivery import UNTRACKED_ATTR
 from .metrics import multiprocess_dir
-from .middleware import UNTRACKED_ATTR
-from .pipeline import Runtime, runtime
+from .pipeline import runtime
 
 logger = logging.getLogger("django_sent_otel")
 
@@ -48,18 +49,19 @@ def _client_ip(request: HttpRequest, header: str | None) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 
 
-def _network_allowed(request: HttpRequest, rt: Runtime) -> bool:
-    networks = rt.networks
+def _network_allowed(request: HttpRequest) -> bool:
+    networks = conf.METRICS_ALLOWED_NETWORKS  # () when invalid: nobody
     if networks is None:
         return True
     try:
-        address = ipaddress.ip_address(_client_ip(request, rt.ip_header))
+        address = ipaddress.ip_address(_client_ip(request, conf.METRICS_CLIENT_IP_HEADER))
     except ValueError:
         return False
     return any(address in network for network in networks)
 
 
-def _token_ok(request: HttpRequest, token: bytes | None) -> bool:
+def _token_ok(request: HttpRequest) -> bool:
+    token = conf.METRICS_TOKEN  # a secret nobody knows when invalid
     if token is None:
         return True
     scheme, _, given = str(request.META.get("HTTP_AUTHORIZATION", "")).partition(" ")
@@ -71,12 +73,15 @@ def _token_ok(request: HttpRequest, token: bytes | None) -> bool:
 @_login_not_required
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Serve the metrics registry; never counted in its own metrics."""
+    """Serve the metrics registry; never counted in its own metrics.
+
+    The access settings are parsed on every scrape (cheap, and never stale); invalid ones
+    fail closed as their parsers say.
+    """
     setattr(request, UNTRACKED_ATTR, True)
-    rt = runtime()
-    if not _network_allowed(request, rt):
+    if not _network_allowed(request):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    if not _token_ok(request, rt.token):
+    if not _token_ok(request):
         response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response

@@ -21,14 +21,12 @@ import math
 import os
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +34,23 @@ from types import FrameType
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness.clients import abort_after, full_read
+from tests.harness.names import (
+    CLIENT_DISCONNECT,
+    DELIVERED_TOTAL,
+    DELIVERY_DURATION,
+    FAILURES_TOTAL,
+    SEND_DURATION,
+    SENDING,
+    SENT_BYTES_TOTAL,
+)
+from tests.harness.scrape import Scrape, scrape, total, wait_scrape
+from tests.harness.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 HOST = "127.0.0.1"
-NAMESPACE = "django"
 
 #: Bytes read before an aborted request resets its connection.
 ABORT_AFTER = {"/export.csv": 48 * 1024, "/download/": 256 * 1024}
@@ -63,33 +72,8 @@ def port_available(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function: the child gets SIGTERM if this process dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (AttributeError, OSError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return preexec
-
-
-class Server:
-    """The example under gunicorn, in its own process group, logging to a file."""
+class ExampleServer(Server):
+    """The example under gunicorn (the project's server harness), logging to ``workdir``."""
 
     def __init__(
         self,
@@ -98,135 +82,44 @@ class Server:
         port: int,
         workers: int = 2,
         env: dict[str, str] | None = None,
+        start_timeout: float = 60.0,
     ) -> None:
         self.workdir = workdir
-        self.port = port
-        self.workers = workers
-        self.multiproc_dir = workdir / "multiproc"
         self.delivery_log = workdir / "deliveries.jsonl"
         self.spans_file = workdir / "spans.jsonl"
-        self.log_path = workdir / "gunicorn.log"
-        self.extra_env = env or {}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        self.multiproc_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            {
-                "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
-                "DJANGO_SETTINGS_MODULE": "example.settings",
+        super().__init__(
+            "gunicorn-sync",
+            app="example.wsgi:application",
+            extra_args=["--config", str(GUNICORN_CONF)],
+            settings="example.settings",
+            multiprocess_dir=workdir / "multiproc",
+            port=port,
+            workers=workers,
+            env={
                 "EXAMPLE_DELIVERY_LOG": str(self.delivery_log),
                 "EXAMPLE_SPANS_FILE": str(self.spans_file),
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
-                ),
-                "PYTHONUNBUFFERED": "1",
-            }
+                **(env or {}),
+            },
+            log_dir=workdir,
+            log_name="gunicorn",
+            ready_status=200,  # /metrics answers 200: every worker can import the project
+            start_timeout=start_timeout,
+            die_with_parent=True,
         )
-        env.update(self.extra_env)
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            str(GUNICORN_CONF),
-            "--bind",
-            f"{HOST}:{self.port}",
-            "--workers",
-            str(self.workers),
-        ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - no threads started yet
-            )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_ready(self, timeout: float = 30.0, stop: threading.Event | None = None) -> None:
-        """Wait until ``/metrics`` answers 200 (every worker is then importable)."""
-        deadline = time.monotonic() + timeout
-        waiter = stop or threading.Event()
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if not self.alive():
-                    raise RuntimeError(f"gunicorn exited during start:\n{self.log_tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/metrics").status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"gunicorn not ready after {timeout:.0f} s:\n{self.log_tail()}"
-                    )
-                if waiter.wait(0.1):  # poll with a deadline; a signal ends the wait
-                    raise InterruptedError("stopped while waiting for gunicorn")
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (graceful: in-flight responses finish), then SIGKILL to the whole group."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # workers left behind, if any
-        return process.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
 
 # --- traffic ------------------------------------------------------------------------------
 
 
-def full_read(client: httpx.Client, base_url: str, path: str) -> tuple[int, int]:
-    """GET ``path`` and read the whole body: (status, body bytes)."""
-    size = 0
-    with client.stream("GET", base_url + path) as response:
-        for chunk in response.iter_raw():
-            size += len(chunk)
-        return response.status_code, size
-
-
-def aborted_read(port: int, path: str, after: int, timeout: float = 10.0) -> int:
-    """GET ``path``, read ``after`` bytes, then leave with a TCP reset: bytes read."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    received = 0
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ABORT_RCVBUF)
-        sock.settimeout(timeout)
-        sock.connect((HOST, port))
-        request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n"
-        sock.sendall(request.encode())
-        while received < after:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += len(chunk)
-        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    finally:
-        sock.close()
-    return received
+def request(port: int, kind: str, path: str) -> tuple[int, int]:
+    """One step of the mix: a ``full`` read, or an ``abort`` after a few kilobytes of body
+    (closed with a TCP reset, like a browser tab closed mid-download): (status, body bytes).
+    An aborted request reports status 0: it has no outcome the client could see."""
+    if kind == "full":
+        response = full_read(port, path, timeout=30.0)
+        return response.status, response.body_len
+    abort = abort_after(port, path, ABORT_AFTER.get(path, 16384), timeout=10.0, rcvbuf=ABORT_RCVBUF)
+    return 0, abort.body_received
 
 
 @dataclass
@@ -267,7 +160,6 @@ def plan(rounds: int) -> list[tuple[str, str]]:
 
 
 def run_traffic(
-    base_url: str,
     port: int,
     steps: Sequence[tuple[str, str]],
     *,
@@ -280,15 +172,12 @@ def run_traffic(
     deadline = time.monotonic() + timeout
     started = time.monotonic()
 
-    def one(client: httpx.Client, kind: str, path: str) -> None:
+    def one(kind: str, path: str) -> None:
         if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             return
         try:
-            if kind == "full":
-                status, size = full_read(client, base_url, path)
-            else:
-                status, size = 0, aborted_read(port, path, ABORT_AFTER.get(path, 16384))
-        except (OSError, httpx.HTTPError) as exc:
+            status, size = request(port, kind, path)
+        except (OSError, AssertionError) as exc:
             with traffic.lock:
                 traffic.errors.append(f"{kind} {path}: {type(exc).__name__}: {exc}")
             return
@@ -298,11 +187,8 @@ def run_traffic(
                 traffic.statuses[status] += 1
             traffic.bytes_read += size
 
-    with (
-        httpx.Client(timeout=30.0) as client,
-        ThreadPoolExecutor(concurrency, thread_name_prefix="demo-client") as pool,
-    ):
-        futures = [pool.submit(one, client, kind, path) for kind, path in steps]
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="demo-client") as pool:
+        futures = [pool.submit(one, kind, path) for kind, path in steps]
         for future in as_completed(futures):
             future.result()
     traffic.seconds = time.monotonic() - started
@@ -341,36 +227,29 @@ class Snapshot:
         return sorted(names)
 
 
-def parse_metrics(text: str, namespace: str = NAMESPACE) -> Snapshot:
+def parse_metrics(text: str) -> Snapshot:
+    return snapshot(Scrape.parse(text))
+
+
+def snapshot(scraped: Scrape) -> Snapshot:
     snap = Snapshot()
-    prefix = f"{namespace}_http_"
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if not name.startswith(prefix):
-                continue
-            kind = name[len(prefix) :]
-            route = labels.get("route", "")
-            if kind == "responses_delivered_total":
-                snap.delivered[route] += value
-                snap.statuses[(route, labels.get("status", ""))] += value
-            elif kind == "response_delivery_failures_total":
-                snap.failures[(route, labels.get("reason", ""))] += value
-            elif kind == "delivery_duration_seconds_bucket":
-                snap.buckets[route][float(labels["le"])] += value
-            elif kind == "send_duration_seconds_bucket":
-                snap.send_buckets[route][float(labels["le"])] += value
-            elif kind == "response_sent_bytes_total":
-                snap.sent_bytes[route] += value
-            elif kind == "responses_sending":
-                snap.sending += value
+    for sample in scraped.samples:
+        name, labels, value = sample.name, sample.labels, sample.value
+        route = labels.get("route", "")
+        if name == DELIVERED_TOTAL:
+            snap.delivered[route] += value
+            snap.statuses[(route, labels.get("status", ""))] += value
+        elif name == FAILURES_TOTAL:
+            snap.failures[(route, labels.get("reason", ""))] += value
+        elif name == f"{DELIVERY_DURATION}_bucket":
+            snap.buckets[route][float(labels["le"])] += value
+        elif name == f"{SEND_DURATION}_bucket":
+            snap.send_buckets[route][float(labels["le"])] += value
+        elif name == SENT_BYTES_TOTAL:
+            snap.sent_bytes[route] += value
+        elif name == SENDING:
+            snap.sending += value
     return snap
-
-
-def scrape(client: httpx.Client, base_url: str) -> Snapshot:
-    response = client.get(f"{base_url}/metrics")
-    response.raise_for_status()
-    return parse_metrics(response.text)
 
 
 def merge(buckets: Iterable[dict[float, float]]) -> dict[float, float]:
@@ -405,16 +284,19 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return lower
 
 
-def wait_for_outcomes(
-    client: httpx.Client, base_url: str, expected: int, timeout: float = 15.0
-) -> Snapshot:
-    """Scrape until every sent request has an outcome (aborts end when the server notices)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        snap = scrape(client, base_url)
-        if snap.total_delivered + snap.total_failures() >= expected or time.monotonic() > deadline:
-            return snap
-        time.sleep(0.1)  # poll with a deadline: outcomes arrive as the workers see the resets
+def wait_for_outcomes(port: int, expected: int, timeout: float = 15.0) -> Snapshot:
+    """Scrape until every sent request has an outcome (aborts end when the server notices);
+    at the deadline, summarise what there is."""
+    try:
+        scraped = wait_scrape(
+            port,
+            lambda s: total(s.outcomes()) >= expected,
+            what=f"{expected} outcomes",
+            timeout=timeout,
+        )
+    except AssertionError:
+        scraped = scrape(port)
+    return snapshot(scraped)
 
 
 # --- traces and the signal's records ----------------------------------------------------
@@ -446,7 +328,7 @@ def pick_trace(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def score(span: dict[str, Any]) -> tuple[bool, bool, float]:
         attributes = span.get("attributes", {})
         return (
-            attributes.get("delivery.outcome") == "client_disconnect",
+            attributes.get("delivery.outcome") == CLIENT_DISCONNECT,
             attributes.get("http.route") == "export.csv",
             _timestamp(span["end_time"]) - _timestamp(span["start_time"]),
         )
@@ -500,7 +382,7 @@ def human_seconds(value: float | None) -> str:
 
 
 def summary(
-    server: Server,
+    server: ExampleServer,
     traffic: Traffic,
     snap: Snapshot,
     *,
@@ -568,7 +450,7 @@ def summary(
             f"{human_seconds(slowest['duration'])} (send phase "
             f"{human_seconds(slowest['send_duration'])}), worker pid {slowest['pid']}"
         )
-    audit_lines = [line for line in server.log_tail(10_000).splitlines() if "example.audit" in line]
+    audit_lines = [line for line in server.log_text().splitlines() if "example.audit" in line]
     if audit_lines:
         add("")
         add("Code run after delivery (on_delivered callback of the CSV export, last lines):")
@@ -662,22 +544,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     otlp_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     with tempfile.TemporaryDirectory(prefix="django-sent-otel-demo-") as tmp:
-        server = Server(Path(tmp), port=args.port, workers=args.workers)
+        server = ExampleServer(Path(tmp), port=args.port, workers=args.workers)
         status = 0
         try:
             print(f"Starting gunicorn ({args.workers} workers) on {server.url} ...", flush=True)
-            server.start()
-            server.wait_ready(timeout=60.0, stop=stop)
+            server.start(cancel=stop)
             # A server that dies later (crash, port stolen) ends the demo too.
             threading.Thread(target=_stop_when_exited, args=(server, stop), daemon=True).start()
             print("Sending traffic: full reads and abandoned downloads ...", flush=True)
-            traffic = run_traffic(server.url, args.port, plan(args.rounds), stop=stop)
-            if not server.alive():
+            traffic = run_traffic(server.port, plan(args.rounds), stop=stop)
+            if not server.running:
                 raise RuntimeError(f"gunicorn exited during the traffic:\n{server.log_tail()}")
             if stop.is_set():
                 raise InterruptedError
-            with httpx.Client(timeout=10.0) as client:
-                snap = wait_for_outcomes(client, server.url, traffic.requests)
+            snap = wait_for_outcomes(server.port, traffic.requests)
             print(summary(server, traffic, snap, otlp_endpoint=otlp_endpoint), flush=True)
             if args.duration is None:
                 print(f"\nServing on {server.url} until Ctrl-C.", flush=True)
@@ -685,12 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif args.duration > 0:
                 print(f"\nServing on {server.url} for {args.duration:g} s.", flush=True)
                 stop.wait(args.duration)
-            if not server.alive():
+            if not server.running:
                 print(f"gunicorn stopped unexpectedly:\n{server.log_tail()}", file=sys.stderr)
                 status = 1
         except (InterruptedError, KeyboardInterrupt):
             print("\nInterrupted.", file=sys.stderr)
-        except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+        except (RuntimeError, TimeoutError, OSError, AssertionError, httpx.HTTPError) as exc:
             print(f"\nThe demo failed: {exc}", file=sys.stderr)
             status = 1
         finally:

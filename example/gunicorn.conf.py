@@ -24,7 +24,10 @@ control_socket_disable = True
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Flush the worker's spans before it exits."""
+    """Write the worker's last metrics and flush its spans before it exits."""
+    from django_sent_otel import gunicorn
+
+    gunicorn.worker_exit(server, worker)
     from example import otel
 
     otel.shutdown()

@@ -13,6 +13,6 @@ class TestsConfig(AppConfig):
     def ready(self) -> None:
         path = os.environ.get("SENT_OTEL_TEST_RECORD")
         if path:
-            from .recorder import connect
+            from tests.harness.records import connect
 
             connect(path)

@@ -16,7 +16,7 @@ if os.environ.get("SENT_OTEL_TEST_ACCEL_BUFFERING"):  # nginx tests: see tests.m
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 
-#: The big file behind ``/file/`` (created once by ``tests.data.ensure_big_file``).
+#: The big file behind ``/file/`` (created once by ``tests.harness.data.ensure_big_file``).
 SENT_OTEL_TEST_FILE = os.environ.get(
     "SENT_OTEL_TEST_FILE", os.path.join(tempfile.gettempdir(), "sent-otel-test-50mb.bin")
 )

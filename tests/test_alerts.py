@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import need_binary
+from tests.harness.tools import need_binary
 
 GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
 RULES = GRAFANA / "alerts" / "django-sent-otel.rules.yml"

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from django_sent_otel import signals
 from django_sent_otel.asgi import DeliveryASGIMiddleware, get_asgi_application
 from django_sent_otel.delivery import Delivery
-from tests.conftest import sample
+from tests.harness.names import CLIENT_DISCONNECT, DELIVERED, SENDING, STREAM_ERROR, sample
 
 pytestmark = pytest.mark.usefixtures("registry")
 
@@ -91,19 +91,19 @@ async def test_delivered_through_wrapper(
     _sent, received = await serve(app, "/small/")
     (d,) = deliveries
     assert (d.outcome, d.route, d.status_code, d.bytes_sent) == (
-        "delivered",
+        DELIVERED,
         "small/",
         200,
         received,
     )
-    assert sample(registry, "django_http_responses_sending") == 0
+    assert sample(registry, SENDING) == 0
 
 
 async def test_disconnect_mid_stream(deliveries: list[Delivery]) -> None:
     app = get_asgi_application()
     _, _received = await serve(app, "/astream/", disconnect_after_bytes=16384)
     (d,) = deliveries
-    assert (d.outcome, d.route) == ("client_disconnect", "astream/")
+    assert (d.outcome, d.route) == (CLIENT_DISCONNECT, "astream/")
     assert 16384 <= d.bytes_sent < 200 * 65536
 
 
@@ -112,7 +112,7 @@ async def test_disconnect_while_view_runs(deliveries: list[Delivery], tmp_path: 
     marker = tmp_path / "started"
     sent, _ = await serve(app, f"/aslow/?marker={marker}", disconnect_after_bytes=0, marker=marker)
     (d,) = deliveries
-    assert d.outcome == "client_disconnect"
+    assert d.outcome == CLIENT_DISCONNECT
     assert d.route == "aslow/"
     assert not any(m["type"] == "http.response.body" for m in sent)
 
@@ -124,7 +124,7 @@ async def test_stream_error_escapes_unchanged(deliveries: list[Delivery]) -> Non
         await serve(app, "/error-stream/")
     await asyncio.gather(*signals._pending)
     (d,) = deliveries
-    assert d.outcome == "stream_error"
+    assert d.outcome == STREAM_ERROR
 
 
 async def test_exception_escaping_app_is_reraised(deliveries: list[Delivery]) -> None:
@@ -140,7 +140,7 @@ async def test_exception_escaping_app_is_reraised(deliveries: list[Delivery]) ->
         await serve(DeliveryASGIMiddleware(app), "/x")
     await asyncio.gather(*signals._pending)
     (d,) = deliveries
-    assert (d.outcome, d.route, d.bytes_sent) == ("stream_error", "unmatched", 1)
+    assert (d.outcome, d.route, d.bytes_sent) == (STREAM_ERROR, "unmatched", 1)
 
 
 async def test_app_returning_without_final_body(deliveries: list[Delivery]) -> None:
@@ -150,7 +150,7 @@ async def test_app_returning_without_final_body(deliveries: list[Delivery]) -> N
 
     await serve(DeliveryASGIMiddleware(app), "/x")
     (d,) = deliveries
-    assert (d.outcome, d.bytes_sent) == ("client_disconnect", 7)
+    assert (d.outcome, d.bytes_sent) == (CLIENT_DISCONNECT, 7)
 
 
 async def test_disconnect_after_completion_is_not_a_failure(deliveries: list[Delivery]) -> None:
@@ -162,7 +162,7 @@ async def test_disconnect_after_completion_is_not_a_failure(deliveries: list[Del
 
     await serve(DeliveryASGIMiddleware(app), "/x")
     (d,) = deliveries
-    assert d.outcome == "delivered"
+    assert d.outcome == DELIVERED
 
 
 def _granian_like_send(sent: list[dict[str, Any]]) -> Any:
@@ -219,7 +219,7 @@ async def test_disconnect_queued_before_the_final_message(
 async def test_head_is_delivered_with_headers(deliveries: list[Delivery]) -> None:
     await serve(get_asgi_application(), "/stream/", method="HEAD")
     (d,) = deliveries
-    assert (d.method, d.outcome) == ("HEAD", "delivered")
+    assert (d.method, d.outcome) == ("HEAD", DELIVERED)
 
 
 async def test_excluded_and_metrics_paths_untracked(deliveries: list[Delivery]) -> None:
@@ -244,3 +244,23 @@ def test_wrapper_wraps_djangos_handler() -> None:
     app = get_asgi_application()
     assert isinstance(app, DeliveryASGIMiddleware)
     assert isinstance(app.app, ASGIHandler)
+
+
+async def test_exclusion_matches_the_path_below_root_path(deliveries: list[Delivery]) -> None:
+    # The wrapper decides once, on the path_info Django will see (the path below root_path),
+    # and hands that decision to the middleware.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    wrapped = DeliveryASGIMiddleware(app)
+    for path in ("/app/metrics", "/app/small/"):
+        await wrapped({**scope(path), "root_path": "/app"}, receive, send)
+    await asyncio.gather(*signals._pending)
+    assert [(d.outcome, d.bytes_sent) for d in deliveries] == [("delivered", 2)]

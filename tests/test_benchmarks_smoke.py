@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import configs
-from benchmarks.run import ASGI_CONFIGS, GUNICORN_CONFIGS, UVICORN_CONFIGS, WSGI_CONFIGS
-from tests.conftest import REQUIRE_TOOLS
+from benchmarks.configs import ASGI_CONFIGS, GUNICORN_CONFIGS, UVICORN_CONFIGS, WSGI_CONFIGS
+from benchmarks.report import MARKDOWN_HEADING
+from tests.harness.tools import REQUIRE_TOOLS, need_binary
 
 pytestmark = pytest.mark.servers
 
@@ -45,7 +46,7 @@ def test_quick_benchmark_prints_every_row() -> None:
     )
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     out = done.stdout
-    text, _, markdown = out.partition("Markdown (for the README's Performance section)")
+    text, _, markdown = out.partition(MARKDOWN_HEADING)
     assert markdown, out
 
     inproc_rows = [label(n) for n in WSGI_CONFIGS + ASGI_CONFIGS]
@@ -89,8 +90,6 @@ def test_quick_benchmark_prints_every_row() -> None:
 
 def test_instruction_count_benchmark_runs() -> None:
     """``python -m benchmarks.instructions`` with tiny counts prints a positive count per row."""
-    from tests.conftest import need_binary
-
     need_binary(shutil.which("valgrind"), "valgrind")
     argv = [sys.executable, "-m", "benchmarks.instructions", "--configs", "bare"]
     argv += ["plugin-metrics", "--small", "20", "--large", "60", "--warmup", "10"]

@@ -10,7 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import Client, override_settings
 
-from django_sent_otel.checks import IDS, check_middleware, check_settings
+from django_sent_otel.checks import IDS, SETTING_IDS, check_middleware, check_settings
+from django_sent_otel.conf import SETTINGS
 
 
 def ids(**settings: Any) -> list[str]:
@@ -27,6 +28,7 @@ def test_defaults_are_valid() -> None:
     ("settings", "expected"),
     [
         ({"SENT_OTEL_ENABLED": "yes"}, ["E001"]),
+        ({"SENT_OTEL_METRICS_ENABLED": "false"}, ["E001"]),
         ({"SENT_OTEL_TRACING_ENABLED": 1}, ["E001"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": "^/health$"}, ["E002"]),
         ({"SENT_OTEL_EXCLUDED_PATHS": ["^/ok$", 3]}, ["E002"]),
@@ -68,11 +70,25 @@ def test_good_values_pass() -> None:
 
 
 def test_ids_are_unique_and_documented() -> None:
-    assert len(IDS) == len(set(IDS))
+    assert len(set(IDS.values())) == len(IDS)
+    assert all(code in IDS for code in SETTING_IDS.values())
     with open("README.md", encoding="utf-8") as readme:
         text = readme.read()
     for code in IDS:
         assert f"django_sent_otel.{code}" in text, code
+
+
+def test_every_setting_of_the_table_maps_to_an_id() -> None:
+    assert [s.name for s in SETTINGS] == list(SETTING_IDS)
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+
+
+def test_a_string_false_is_an_error_and_the_default_stays(deliveries: list[Any]) -> None:
+    # "false" is an error (E001), and the runtime keeps the default (enabled) meanwhile.
+    with override_settings(SENT_OTEL_ENABLED="false"):
+        assert ids() == ["django_sent_otel.E001"]
+        Client().get("/small/")
+    assert [d.route for d in deliveries] == ["small/"]
 
 
 def test_middleware_position() -> None:

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from django_sent_otel.conf import Settings
 from django_sent_otel.delivery import Delivery
 from django_sent_otel.metrics import DeliveryMetrics
+from tests.harness.names import DELIVERED, STREAM_ERROR
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -27,8 +28,8 @@ def readme_metrics() -> dict[str, tuple[str, set[str]]]:
 def exported() -> dict[str, tuple[str, set[str]]]:
     registry = CollectorRegistry()
     metrics = DeliveryMetrics(registry=registry)
-    metrics.record(Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1))
-    metrics.record(Delivery("stream_error", "stream_error", "GET", "a/", 200, 1, 0.1, 0.1))
+    metrics.record(Delivery(DELIVERED, None, "GET", "a/", 200, 1, 0.1, 0.1))
+    metrics.record(Delivery(STREAM_ERROR, STREAM_ERROR, "GET", "a/", 200, 1, 0.1, 0.1))
     families: dict[str, tuple[str, set[str]]] = {}
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from example.demo import free_port, parse_metrics, plan, port_available, quantile
+from example.demo import parse_metrics, plan, port_available, quantile
+from tests.harness.names import CLIENT_DISCONNECT
 from tests.harness.otlp import OTLPReceiver
+from tests.harness.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DEADLINE = 180.0
@@ -97,7 +99,7 @@ def test_parse_metrics_sums_over_labels() -> None:
     )
     snap = parse_metrics(text)
     assert snap.delivered == {"x": 4.0}
-    assert snap.total_failures("client_disconnect") == 2.0
+    assert snap.total_failures(CLIENT_DISCONNECT) == 2.0
     assert snap.buckets["x"] == {0.5: 3.0, float("inf"): 4.0}
     assert snap.routes == ["x"]
 
@@ -152,7 +154,7 @@ def test_demo_exports_spans_from_the_gunicorn_workers_over_otlp() -> None:
         aborted = otlp.wait_for(
             lambda s: (
                 s.name == "response-delivered"
-                and s.attributes.get("delivery.outcome") == "client_disconnect"
+                and s.attributes.get("delivery.outcome") == CLIENT_DISCONNECT
             ),
             timeout=10,
         )

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from django_sent_otel.delivery import Delivery
 from django_sent_otel.metrics import DeliveryMetrics
-from tests.conftest import need_binary
+from tests.harness.tools import need_binary
 
 GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "django-sent-otel.json"

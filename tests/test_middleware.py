@@ -19,37 +19,31 @@ from prometheus_client import CollectorRegistry
 
 import django_sent_otel
 from django_sent_otel import signals
-from django_sent_otel.delivery import Delivery
 from django_sent_otel.middleware import DeliveryMiddleware
 from django_sent_otel.signals import response_delivered
-from tests.conftest import sample
+from tests.harness.deliveries import Deliveries
+from tests.harness.names import (
+    CLIENT_DISCONNECT,
+    DELIVERED,
+    DELIVERED_TOTAL,
+    DELIVERY_DURATION,
+    FAILURES_TOTAL,
+    SEND_DURATION,
+    SENDING,
+    SENT_BYTES_TOTAL,
+    STREAM_ERROR,
+    sample,
+)
 
 pytestmark = pytest.mark.usefixtures("registry")
 
 
-@pytest.fixture
-def deliveries() -> Any:
-    seen: list[tuple[Any, Any, Delivery]] = []
-
-    def receiver(sender: Any, request: Any, response: Any, delivery: Delivery, **kw: Any) -> None:
-        seen.append((request, response, delivery))
-
-    response_delivered.connect(receiver, weak=False)
-    yield seen
-    response_delivered.disconnect(receiver)
-
-
-def only(seen: list[tuple[Any, Any, Delivery]]) -> Delivery:
-    assert len(seen) == 1, seen
-    return seen[0][2]
-
-
-def test_small_response_delivered(deliveries: Any, registry: CollectorRegistry) -> None:
+def test_small_response_delivered(deliveries: Deliveries, registry: CollectorRegistry) -> None:
     response = Client().get("/small/")
     assert response.status_code == 200
-    d = only(deliveries)
+    d = deliveries.only()
     assert (d.outcome, d.reason, d.method, d.route, d.status_code) == (
-        "delivered",
+        DELIVERED,
         None,
         "GET",
         "small/",
@@ -58,44 +52,44 @@ def test_small_response_delivered(deliveries: Any, registry: CollectorRegistry) 
     assert d.bytes_sent == len(response.content)
     assert 0 <= d.send_duration <= d.duration
     labels = {"method": "GET", "route": "small/"}
-    assert sample(registry, "django_http_responses_delivered_total", status=200, **labels) == 1
-    assert sample(registry, "django_http_delivery_duration_seconds_count", **labels) == 1
-    assert sample(registry, "django_http_send_duration_seconds_count", **labels) == 1
-    assert sample(registry, "django_http_response_sent_bytes_total", **labels) == d.bytes_sent
-    assert sample(registry, "django_http_responses_sending") == 0
+    assert sample(registry, DELIVERED_TOTAL, status=200, **labels) == 1
+    assert sample(registry, f"{DELIVERY_DURATION}_count", **labels) == 1
+    assert sample(registry, f"{SEND_DURATION}_count", **labels) == 1
+    assert sample(registry, SENT_BYTES_TOTAL, **labels) == d.bytes_sent
+    assert sample(registry, SENDING) == 0
 
 
-def test_signal_gets_request_and_response(deliveries: Any) -> None:
+def test_signal_gets_request_and_response(deliveries: Deliveries) -> None:
     response = Client().get("/articles/2024/")
-    request, sent, d = deliveries[0]
+    request, sent, d = deliveries.signals[0]
     assert request.path == "/articles/2024/"
     assert sent is response
     assert d.route == "articles/<int:year>/"
 
 
-def test_stream_fully_read(deliveries: Any) -> None:
+def test_stream_fully_read(deliveries: Deliveries) -> None:
     response = Client().get("/stream/")
     body = b"".join(response.streaming_content)
-    d = only(deliveries)
-    assert (d.outcome, d.route, d.bytes_sent) == ("delivered", "stream/", len(body))
+    d = deliveries.only()
+    assert (d.outcome, d.route, d.bytes_sent) == (DELIVERED, "stream/", len(body))
 
 
 def test_stream_abandoned_is_client_disconnect(
-    deliveries: Any, registry: CollectorRegistry
+    deliveries: Deliveries, registry: CollectorRegistry
 ) -> None:
     response = Client().get("/stream/")
     first = next(iter(response.streaming_content))
     response.close()  # the server stopped iterating: the client went away
-    d = only(deliveries)
+    d = deliveries.only()
     assert (d.outcome, d.reason, d.bytes_sent) == (
-        "client_disconnect",
-        "client_disconnect",
+        CLIENT_DISCONNECT,
+        CLIENT_DISCONNECT,
         len(first),
     )
     assert (
         sample(
             registry,
-            "django_http_response_delivery_failures_total",
+            FAILURES_TOTAL,
             method="GET",
             route="stream/",
             status=200,
@@ -103,25 +97,20 @@ def test_stream_abandoned_is_client_disconnect(
         )
         == 1
     )
-    assert (
-        sample(
-            registry, "django_http_delivery_duration_seconds_count", method="GET", route="stream/"
-        )
-        == 0
-    )
+    assert sample(registry, f"{DELIVERY_DURATION}_count", method="GET", route="stream/") == 0
 
 
-def test_stream_raising_is_stream_error(deliveries: Any) -> None:
+def test_stream_raising_is_stream_error(deliveries: Deliveries) -> None:
     response = Client().get("/error-stream/")
     with pytest.raises(RuntimeError):
         b"".join(response.streaming_content)
     response.close()
-    d = only(deliveries)
-    assert d.outcome == "stream_error"
+    d = deliveries.only()
+    assert d.outcome == STREAM_ERROR
     assert d.bytes_sent > 0
 
 
-def test_disconnect_exception_in_flight_at_close(deliveries: Any) -> None:
+def test_disconnect_exception_in_flight_at_close(deliveries: Deliveries) -> None:
     response = Client().get("/small/")
     deliveries.clear()
     # What gunicorn does when the socket write fails: close() runs while the error propagates.
@@ -130,10 +119,10 @@ def test_disconnect_exception_in_flight_at_close(deliveries: Any) -> None:
         raise BrokenPipeError
     except BrokenPipeError:
         response.close()
-    assert only(deliveries).outcome == "client_disconnect"
+    assert deliveries.only().outcome == CLIENT_DISCONNECT
 
 
-def test_file_response_untouched(deliveries: Any, tmp_path: Any) -> None:
+def test_file_response_untouched(deliveries: Deliveries, tmp_path: Any) -> None:
     from django.http import FileResponse
 
     path = tmp_path / "f.bin"
@@ -148,38 +137,38 @@ def test_file_response_untouched(deliveries: Any, tmp_path: Any) -> None:
     filelike = response.file_to_stream
     assert filelike is not None  # streaming_content was not replaced
     response.close()
-    d = only(deliveries)
-    assert (d.outcome, d.bytes_sent) == ("delivered", 5000)
+    d = deliveries.only()
+    assert (d.outcome, d.bytes_sent) == (DELIVERED, 5000)
 
     deliveries.clear()
     response = DeliveryMiddleware(view)(RequestFactory().get("/"))  # iterated, no file wrapper
     iterator = iter(response)
     next(iterator)
     response.close()
-    d = only(deliveries)
-    assert d.outcome == "client_disconnect"
+    d = deliveries.only()
+    assert d.outcome == CLIENT_DISCONNECT
     assert 0 < d.bytes_sent <= 5000
 
 
 @pytest.mark.parametrize(("path", "status"), [("/empty/", 204), ("/not-modified/", 304)])
-def test_bodiless(deliveries: Any, path: str, status: int) -> None:
+def test_bodiless(deliveries: Deliveries, path: str, status: int) -> None:
     Client().get(path)
-    d = only(deliveries)
-    assert (d.outcome, d.status_code, d.bytes_sent) == ("delivered", status, 0)
+    d = deliveries.only()
+    assert (d.outcome, d.status_code, d.bytes_sent) == (DELIVERED, status, 0)
 
 
-def test_head(deliveries: Any) -> None:
+def test_head(deliveries: Deliveries) -> None:
     # The test client drops a HEAD streaming body without closing it; a server closes.
     Client().head("/stream/").close()
-    d = only(deliveries)
-    assert (d.method, d.outcome, d.bytes_sent) == ("HEAD", "delivered", 0)
+    d = deliveries.only()
+    assert (d.method, d.outcome, d.bytes_sent) == ("HEAD", DELIVERED, 0)
 
 
-def test_unmatched_and_junk_methods(deliveries: Any, registry: CollectorRegistry) -> None:
+def test_unmatched_and_junk_methods(deliveries: Deliveries, registry: CollectorRegistry) -> None:
     client = Client()
     client.get("/no/such/path/?q=secret")
     client.generic("PROPFIND", "/small/")
-    assert [(d.method, d.route, d.status_code) for _, _, d in deliveries] == [
+    assert [(d.method, d.route, d.status_code) for d in deliveries] == [
         ("GET", "unmatched", 404),
         ("other", "small/", 200),
     ]
@@ -189,32 +178,32 @@ def test_unmatched_and_junk_methods(deliveries: Any, registry: CollectorRegistry
     assert b"no/such" not in exposition and b"secret" not in exposition
 
 
-def test_view_exception_is_a_delivered_500(deliveries: Any) -> None:
+def test_view_exception_is_a_delivered_500(deliveries: Deliveries) -> None:
     client = Client(raise_request_exception=False)
     assert client.get("/crash/").status_code == 500
-    d = only(deliveries)
-    assert (d.outcome, d.status_code, d.route) == ("delivered", 500, "crash/")
+    d = deliveries.only()
+    assert (d.outcome, d.status_code, d.route) == (DELIVERED, 500, "crash/")
 
 
-def test_metrics_endpoint_is_not_tracked(deliveries: Any) -> None:
+def test_metrics_endpoint_is_not_tracked(deliveries: Deliveries) -> None:
     assert Client().get("/metrics").status_code == 200
     assert deliveries == []
 
 
 @override_settings(SENT_OTEL_EXCLUDED_PATHS=[r"^/small/$"])
-def test_excluded_paths(deliveries: Any) -> None:
+def test_excluded_paths(deliveries: Deliveries) -> None:
     Client().get("/small/")
     Client().get("/articles/1/")
-    assert [d.route for _, _, d in deliveries] == ["articles/<int:year>/"]
+    assert [d.route for d in deliveries] == ["articles/<int:year>/"]
 
 
 @override_settings(SENT_OTEL_ENABLED=False)
-def test_disabled(deliveries: Any) -> None:
+def test_disabled(deliveries: Deliveries) -> None:
     Client().get("/small/")
     assert deliveries == []
 
 
-def test_on_delivered_callbacks(deliveries: Any) -> None:
+def test_on_delivered_callbacks(deliveries: Deliveries) -> None:
     seen: list[str] = []
 
     def view(request: HttpRequest) -> HttpResponse:
@@ -300,7 +289,7 @@ def test_span_for_a_delivered_response(spans: InMemorySpanExporter) -> None:
         "http.route": "articles/<int:year>/",
         "http.response.status_code": 200,
         "http.response.body.size": len(b"" + Client().get("/articles/2020/").content),
-        "delivery.outcome": "delivered",
+        "delivery.outcome": DELIVERED,
     }
     assert span.status.status_code.name == "UNSET"
 
@@ -312,8 +301,8 @@ def test_span_for_a_failed_response(spans: InMemorySpanExporter) -> None:
     (span,) = spans.get_finished_spans()
     assert span.status.status_code.name == "ERROR"
     assert span.attributes is not None
-    assert span.attributes["error.type"] == "client_disconnect"
-    assert span.attributes["delivery.outcome"] == "client_disconnect"
+    assert span.attributes["error.type"] == CLIENT_DISCONNECT
+    assert span.attributes["delivery.outcome"] == CLIENT_DISCONNECT
 
 
 def test_span_honours_incoming_traceparent(spans: InMemorySpanExporter) -> None:
@@ -352,32 +341,32 @@ def test_streaming_delivery_span_lasts_the_send_phase(spans: InMemorySpanExporte
 # Async: the same middleware in async mode (no thread hops), through the async test client.
 
 
-async def test_async_small(deliveries: Any) -> None:
+async def test_async_small(deliveries: Deliveries) -> None:
     response = await AsyncClient().get("/async-small/")
     assert response.status_code == 200
-    d = only(deliveries)
+    d = deliveries.only()
     assert (d.outcome, d.route, d.bytes_sent) == (
-        "delivered",
+        DELIVERED,
         "async-small/",
         len(response.content),
     )
 
 
-async def test_async_stream_fully_read(deliveries: Any) -> None:
+async def test_async_stream_fully_read(deliveries: Deliveries) -> None:
     response = await AsyncClient().get("/astream/")
     body = b"".join([chunk async for chunk in response.streaming_content])
     await asyncio.gather(*signals._pending)  # close() ran on the loop: the signal is a task
-    d = only(deliveries)
-    assert (d.outcome, d.bytes_sent) == ("delivered", len(body))
+    d = deliveries.only()
+    assert (d.outcome, d.bytes_sent) == (DELIVERED, len(body))
 
 
-async def test_async_stream_abandoned(deliveries: Any) -> None:
+async def test_async_stream_abandoned(deliveries: Deliveries) -> None:
     response = await AsyncClient().get("/astream/")
     iterator = aiter(response.streaming_content)
     await anext(iterator)
     await iterator.aclose()
     await asyncio.to_thread(response.close)  # as Django's ASGI handler does, from a thread
-    assert only(deliveries).outcome == "client_disconnect"
+    assert deliveries.only().outcome == CLIENT_DISCONNECT
 
 
 def test_middleware_is_hybrid() -> None:
@@ -391,12 +380,12 @@ def test_middleware_is_hybrid() -> None:
     assert not iscoroutinefunction(DeliveryMiddleware(lambda r: HttpResponse()))
 
 
-def test_lowercase_method_is_labelled_like_django_serves_it(deliveries: Any) -> None:
+def test_lowercase_method_is_labelled_like_django_serves_it(deliveries: Deliveries) -> None:
     assert Client().generic("get", "/small/").status_code == 200
-    assert only(deliveries).method == "GET"
+    assert deliveries.only().method == "GET"
 
 
-def test_body_written_in_parts_is_counted_without_joining(deliveries: Any) -> None:
+def test_body_written_in_parts_is_counted_without_joining(deliveries: Deliveries) -> None:
     response = HttpResponse()
     for part in (b"abc", b"defg", b"", b"h" * 1000):
         response.write(part)
@@ -409,8 +398,8 @@ def test_body_written_in_parts_is_counted_without_joining(deliveries: Any) -> No
     assert len(response._container) == 5  # nothing joined the parts (b"" + 4 writes)
     b"".join(response)
     response.close()
-    delivery = only(deliveries)
-    assert (delivery.outcome, delivery.bytes_sent) == ("delivered", 1007)
+    delivery = deliveries.only()
+    assert (delivery.outcome, delivery.bytes_sent) == (DELIVERED, 1007)
 
 
 class _FakeUwsgi:
@@ -438,10 +427,10 @@ def _wait_readable(sock: socket.socket) -> None:
 
 @pytest.mark.parametrize(
     ("client_closes", "outcome"),
-    [("reset", "client_disconnect"), ("half-close", "delivered"), ("stays", "delivered")],
+    [("reset", CLIENT_DISCONNECT), ("half-close", DELIVERED), ("stays", DELIVERED)],
 )
 def test_uwsgi_reset_connection_is_a_disconnect(
-    deliveries: Any,
+    deliveries: Deliveries,
     monkeypatch: pytest.MonkeyPatch,
     client_closes: str,
     outcome: str,
@@ -464,5 +453,5 @@ def test_uwsgi_reset_connection_is_a_disconnect(
     finally:
         client.close()
         server.close()
-    d = only(deliveries)
+    d = deliveries.only()
     assert (d.outcome, d.route) == (outcome, "small/")

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,15 +36,10 @@ import httpx
 import pytest
 import yaml
 
-from example.demo import (
-    ABORT_AFTER,
-    Server,
-    _die_with_parent,
-    aborted_read,
-    free_port,
-    full_read,
-)
-from tests.conftest import need_binary
+from example.demo import ExampleServer, request
+from tests.harness.servers import free_port, parent_death_signal
+from tests.harness.tools import need_binary
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -56,6 +51,8 @@ PROMETHEUS_CONFIG = GRAFANA / "prometheus.yml"
 DEFAULT_JOB = "django-example"
 
 STARTUP_TIMEOUT = 60.0
+#: Prometheus evaluates every second: polling it faster only adds load.
+POLL = 0.25
 CONDITION_TIMEOUT = 60.0
 #: Upper bounds of the background traffic, whatever happens to the tests.
 LOAD_SECONDS = 180.0
@@ -85,19 +82,6 @@ def prometheus_binary() -> str | None:
     return "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = CONDITION_TIMEOUT) -> T:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
-        time.sleep(0.25)  # polling a condition, bounded by the deadline above
-
-
 # --- processes ---------------------------------------------------------------------------
 
 
@@ -125,7 +109,7 @@ class Prometheus:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509
+                preexec_fn=parent_death_signal(),  # noqa: PLW1509 - no thread started yet
             )
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
 
@@ -169,7 +153,7 @@ class Prometheus:
 class Load:
     """Background clients: full reads of every view, and aborted ones once ``aborting`` is set."""
 
-    server: Server
+    server: ExampleServer
     stop: threading.Event = field(default_factory=threading.Event)
     aborting: threading.Event = field(default_factory=threading.Event)
     sent: int = 0
@@ -186,27 +170,23 @@ class Load:
 
     def _run(self) -> None:
         deadline = time.monotonic() + LOAD_SECONDS
-        with httpx.Client(timeout=30.0) as client:
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                steps = [("full", p) for p in FULL_READS]
-                if self.aborting.is_set():
-                    steps += [("abort", p) for p in ABORTS]
-                for kind, path in steps:
-                    if self.stop.is_set() or self.sent >= LOAD_REQUESTS:
-                        return
-                    try:
-                        if kind == "full":
-                            full_read(client, self.server.url, path)
-                        else:
-                            aborted_read(self.server.port, path, ABORT_AFTER[path])
-                    except (OSError, httpx.HTTPError) as exc:
-                        with self.lock:
-                            self.errors.append(f"{kind} {path}: {exc!r}")
-                        self.stop.wait(0.5)  # back off; the tests report the errors
-                        continue
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            steps = [("full", p) for p in FULL_READS]
+            if self.aborting.is_set():
+                steps += [("abort", p) for p in ABORTS]
+            for kind, path in steps:
+                if self.stop.is_set() or self.sent >= LOAD_REQUESTS:
+                    return
+                try:
+                    request(self.server.port, kind, path)
+                except (OSError, AssertionError) as exc:
                     with self.lock:
-                        self.sent += 1
-                        self.aborted += kind == "abort"
+                        self.errors.append(f"{kind} {path}: {exc!r}")
+                    self.stop.wait(0.5)  # back off; the tests report the errors
+                    continue
+                with self.lock:
+                    self.sent += 1
+                    self.aborted += kind == "abort"
 
     def close(self) -> None:
         self.stop.set()
@@ -219,7 +199,7 @@ class Load:
 
 @dataclass
 class Stack:
-    server: Server
+    server: ExampleServer
     prometheus: Prometheus
     load: Load
     job: str
@@ -279,12 +259,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     rules_copy.write_text(yaml.safe_dump(shorten_for(rules), sort_keys=False))
     promtool_check(["rules", str(rules_copy)])
 
-    server = Server(
+    (workdir / "app").mkdir()
+    server = ExampleServer(
         workdir / "app",
         port=free_port(),
         env={"EXAMPLE_CACHE_DIR": str(workdir / "cache"), "EXAMPLE_EXPORT_ROWS": "5000"},
+        start_timeout=STARTUP_TIMEOUT,
     )
-    (workdir / "app").mkdir()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules_copy)],
@@ -305,9 +286,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     load = Load(server)
     try:
         server.start()
-        server.wait_ready(timeout=STARTUP_TIMEOUT)
         prometheus = Prometheus(binary, workdir, config_path)
-        wait_for("prometheus to be ready", prometheus.ready, STARTUP_TIMEOUT)
+        wait_for(prometheus.ready, STARTUP_TIMEOUT, what="prometheus to be ready", interval=POLL)
         load.start()
         yield Stack(server, prometheus, load, job, rules)
     finally:
@@ -417,24 +397,33 @@ def test_rules_load_healthy_and_stay_quiet_without_aborts(stack: Stack) -> None:
         pytest.skip("aborts already started (tests reordered): no control phase")
     prometheus, job = stack.prometheus, stack.job
     wait_for(
-        "the example target to be up",
         lambda: [
             t
             for t in prometheus.api("targets")["activeTargets"]
             if t["labels"].get("job") == job and t["health"] == "up"
         ],
         STARTUP_TIMEOUT,
+        what="the example target to be up",
+        interval=POLL,
     )
     # Enough clean traffic for the ratio alerts' guards (at least 0.1 responses/s per route).
     wait_for(
-        "clean traffic to meet the failure-ratio alerts' guards" + stack.diagnostics(),
         lambda: prometheus.query(
             f'sum by (route) (rate(django_http_responses_delivered_total{{job="{job}",'
             f'route="export.csv"}}[5m])) >= 0.1'
         ),
+        CONDITION_TIMEOUT,
+        what="clean traffic to meet the failure-ratio alerts' guards",
+        interval=POLL,
+        details=stack.diagnostics,
     )
     since = time.time()
-    rules = wait_for("every rule to be evaluated again", lambda: _rules_after(stack, since))
+    rules = wait_for(
+        lambda: _rules_after(stack, since),
+        CONDITION_TIMEOUT,
+        what="every rule to be evaluated again",
+        interval=POLL,
+    )
     expected = sum(len(g.get("rules", [])) for g in stack.rules.get("groups", []))
     assert len(rules) == expected, [r["name"] for r in rules]
     unhealthy = [(r["name"], r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"]
@@ -459,7 +448,13 @@ def test_failure_ratio_alerts_fire_after_aborts(stack: Stack) -> None:
                 states[name] = alert["state"]
         return states if set(states) == set(names) else None
 
-    states = wait_for(f"{names} to be pending or firing" + stack.diagnostics(), active)
+    states = wait_for(
+        active,
+        CONDITION_TIMEOUT,
+        what=f"{names} to be pending or firing",
+        interval=POLL,
+        details=stack.diagnostics,
+    )
     assert set(states) == set(names)
     per_route = [
         a
@@ -479,10 +474,13 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     failures = stack.prometheus.query("sum(django_http_response_delivery_failures_total)")
     if not failures:  # aborts just started: wait until Prometheus scraped some failures
         wait_for(
-            "delivery failures to be scraped" + stack.diagnostics(),
             lambda: stack.prometheus.query(
                 "sum(rate(django_http_response_delivery_failures_total[1m])) > 0"
             ),
+            CONDITION_TIMEOUT,
+            what="delivery failures to be scraped",
+            interval=POLL,
+            details=stack.diagnostics,
         )
 
     pending = dict(queries)
@@ -495,9 +493,8 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
                 del pending[what]
         return not pending
 
-    deadline = time.monotonic() + CONDITION_TIMEOUT
-    while not all_have_data():
-        if time.monotonic() > deadline:
-            empty = "\n".join(f"- {what}:\n    {expr}" for what, expr in pending.items())
-            pytest.fail(f"dashboard queries without data:\n{empty}{stack.diagnostics()}")
-        time.sleep(0.25)  # polling a condition, bounded by the deadline above
+    def empty() -> str:
+        queries = "\n".join(f"- {what}:\n    {expr}" for what, expr in pending.items())
+        return f"dashboard queries without data:\n{queries}{stack.diagnostics()}"
+
+    wait_for(all_have_data, CONDITION_TIMEOUT, what="data", interval=POLL, details=empty)

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.harness import clients, servers
+from tests.harness.names import CLIENT_DISCONNECT, DELIVERED
 from tests.harness.otlp import OTLPReceiver, ReceivedSpan
 from tests.views import SMALL_BODY, STREAM_SIZE
 
@@ -194,7 +195,7 @@ def test_small_response_span(running: Running, otlp: OTLPReceiver) -> None:
         "http.route": "articles/<int:year>/",
         "http.response.status_code": 200,
         "http.response.body.size": response.body_len,
-        "delivery.outcome": "delivered",
+        "delivery.outcome": DELIVERED,
     }
     assert pair.ours.status_code == "UNSET"
     # The same SDK (resource) made both spans; under opentelemetry-instrument it is the distro's.
@@ -212,7 +213,7 @@ def test_streamed_response_span(server: servers.Server, otlp: OTLPReceiver) -> N
     assert_child_of_server_span(pair)
     attributes = pair.ours.attributes
     assert attributes["http.response.body.size"] == STREAM_SIZE
-    assert attributes["delivery.outcome"] == "delivered"
+    assert attributes["delivery.outcome"] == DELIVERED
     assert "error.type" not in attributes
     assert pair.ours.status_code == "UNSET"
 
@@ -226,8 +227,8 @@ def test_aborted_stream_is_an_error_span(server: servers.Server, otlp: OTLPRecei
     ours = pair.ours
     assert ours.status_code == "ERROR", ours.short()
     assert ours.status_message
-    assert ours.attributes["error.type"] == "client_disconnect"
-    assert ours.attributes["delivery.outcome"] == "client_disconnect"
+    assert ours.attributes["error.type"] == CLIENT_DISCONNECT
+    assert ours.attributes["delivery.outcome"] == CLIENT_DISCONNECT
     assert ours.attributes["http.route"] == stream_path(server.kind).strip("/") + "/"
     assert ABORT_AFTER <= ours.attributes["http.response.body.size"] <= STREAM_SIZE
     assert server.running

@@ -12,6 +12,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_sent_otel.metrics import DeliveryMetrics, get_metrics
+from tests.harness.names import (
+    CLIENT_DISCONNECT,
+    DELIVERED,
+    DELIVERED_TOTAL,
+    DELIVERY_DURATION,
+    SEND_DURATION,
+    SENDING,
+)
 
 pytestmark = pytest.mark.usefixtures("registry")
 
@@ -26,8 +34,8 @@ def test_text_format() -> None:
     assert response["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
     assert families["django_http_responses_delivered"].type == "counter"
-    assert families["django_http_delivery_duration_seconds"].type == "histogram"
-    assert families["django_http_responses_sending"].type == "gauge"
+    assert families[DELIVERY_DURATION].type == "histogram"
+    assert families[SENDING].type == "gauge"
 
 
 def test_openmetrics_with_exemplar(spans: InMemorySpanExporter) -> None:
@@ -39,13 +47,9 @@ def test_openmetrics_with_exemplar(spans: InMemorySpanExporter) -> None:
     text = response.content.decode()
     assert text.rstrip().endswith("# EOF")
     exemplar_lines = [line for line in text.splitlines() if "trace_id" in line]
-    assert any(line.startswith("django_http_responses_delivered_total") for line in exemplar_lines)
-    assert any(
-        line.startswith("django_http_delivery_duration_seconds_bucket") for line in exemplar_lines
-    )
-    assert any(
-        line.startswith("django_http_send_duration_seconds_bucket") for line in exemplar_lines
-    )
+    assert any(line.startswith(DELIVERED_TOTAL) for line in exemplar_lines)
+    assert any(line.startswith(f"{DELIVERY_DURATION}_bucket") for line in exemplar_lines)
+    assert any(line.startswith(f"{SEND_DURATION}_bucket") for line in exemplar_lines)
     assert all(f'trace_id="{trace_id}"' in line for line in exemplar_lines)
 
 
@@ -201,7 +205,7 @@ def test_metrics_are_created_once_per_registry() -> None:
     assert second is not first
     other = get_metrics(registry, "shop", (0.1, 1.0))
     names = {s.name for f in registry.collect() for s in f.samples}
-    assert "shop_http_responses_sending" in names and "django_http_responses_sending" in names
+    assert "shop_http_responses_sending" in names and SENDING in names
     assert other.namespace == "shop"
 
 
@@ -219,7 +223,7 @@ def test_namespace_and_buckets_settings(registry: CollectorRegistry) -> None:
 @override_settings(SENT_OTEL_METRICS_ENABLED=False)
 def test_metrics_disabled(registry: CollectorRegistry) -> None:
     Client().get("/small/")
-    assert registry.get_sample_value("django_http_responses_sending") is None
+    assert registry.get_sample_value(SENDING) is None
 
 
 def test_direct_use_of_delivery_metrics() -> None:
@@ -227,13 +231,13 @@ def test_direct_use_of_delivery_metrics() -> None:
 
     registry = CollectorRegistry()
     metrics = DeliveryMetrics(registry=registry, namespace="x")
-    for reason in (None, "client_disconnect", "client_disconnect"):
-        metrics.record(Delivery(reason or "delivered", reason, "GET", "a/", 200, 10, 0.2, 0.1))
+    for reason in (None, CLIENT_DISCONNECT, CLIENT_DISCONNECT):
+        metrics.record(Delivery(reason or DELIVERED, reason, "GET", "a/", 200, 10, 0.2, 0.1))
     labels = {"method": "GET", "route": "a/", "status": "200"}
     assert registry.get_sample_value("x_http_responses_delivered_total", labels) == 1
     assert (
         registry.get_sample_value(
-            "x_http_response_delivery_failures_total", {**labels, "reason": "client_disconnect"}
+            "x_http_response_delivery_failures_total", {**labels, "reason": CLIENT_DISCONNECT}
         )
         == 2
     )
@@ -268,11 +272,7 @@ def test_exemplars_are_throttled_per_series(
     Client().get("/small/")
     third = spans.get_finished_spans()[2]
     text = Client().get("/metrics", HTTP_ACCEPT=OPENMETRICS).content.decode()
-    counter = [
-        line
-        for line in _exemplar_lines(text)
-        if line.startswith("django_http_responses_delivered_total")
-    ]
+    counter = [line for line in _exemplar_lines(text) if line.startswith(DELIVERED_TOTAL)]
     assert len(counter) == 1 and format(third.context.trace_id, "032x") in counter[0]
 
 
@@ -301,5 +301,5 @@ def test_prometheus_disable_created_series_is_honoured(disable: str, created: bo
         timeout=60,
         check=True,
     ).stdout
-    assert "django_http_responses_delivered_total" in out
+    assert DELIVERED_TOTAL in out
     assert ("_created" in out) is created

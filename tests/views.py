@@ -19,8 +19,8 @@ from django.http import (
 )
 
 import django_sent_otel
-from tests.data import ensure_big_file
-from tests.recorder import callback_for
+from tests.harness.data import ensure_big_file
+from tests.harness.records import callback_for
 
 SMALL_BODY = b"s" * 1024
 BIG_SIZE = 8 * 1024 * 1024

@@ -24,6 +24,7 @@ import django_sent_otel
 from django_sent_otel.metrics import DeliveryMetrics
 from django_sent_otel.signals import response_delivered
 from tests.settings import *  # noqa: F403
+from tests.settings import LOGGING as _BASE_LOGGING
 from tests.settings import MIDDLEWARE as _BASE_MIDDLEWARE
 
 #: Text in every injected exception, to find them in the server log.
@@ -78,12 +79,11 @@ class RaisingCallbackMiddleware:
 
 MIDDLEWARE = [*_BASE_MIDDLEWARE, "tests.hardening.settings_faulty.RaisingCallbackMiddleware"]
 
+_PLUGIN_LOGGER = {**_BASE_LOGGING["loggers"]["django_sent_otel"], "propagate": False}
 LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    **_BASE_LOGGING,
     "loggers": {
-        "django_sent_otel": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+        "django_sent_otel": _PLUGIN_LOGGER,
         # Signal.send_robust() logs a receiver's exception here (Django 5.0+).
         "django.dispatch": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
     },

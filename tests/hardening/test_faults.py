@@ -27,23 +27,14 @@ import pytest
 from django.conf import settings
 
 from tests import views
-from tests.data import ensure_big_file
-from tests.hardening.support import (
-    Seen,
-    SlowRead,
-    difference,
-    multiprocess_outcomes,
-    scrape_outcomes,
-    server_error_reports,
-    slow_read,
-    start,
-    sweep,
-    total,
-    wait_until,
-)
-from tests.harness.clients import Abort, abort_after, full_read
+from tests.hardening.support import server_error_reports, start
+from tests.harness.clients import Abort, Seen, SlowRead, abort_after, full_read, slow_read, sweep
+from tests.harness.data import ensure_big_file
+from tests.harness.names import CLIENT_DISCONNECT, DELIVERED, STREAM_ERROR
+from tests.harness.records import Record, read_records, wait_for_records
+from tests.harness.scrape import Outcomes, difference, multiprocess_scrape, scrape, total
 from tests.harness.servers import Server, free_port
-from tests.recorder import Record, read_records, wait_for_records
+from tests.harness.waiting import wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -123,7 +114,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, big_file: str) -> Iterato
 
 
 def test_mid_body_aborts_each_counted_once(gunicorn: Gunicorn) -> None:
-    before = scrape_outcomes(gunicorn.port)
+    before = settled_outcomes(gunicorn)
     deadline = time.monotonic() + ABORT_DEADLINE
     started = time.monotonic()
     with ThreadPoolExecutor(ABORT_CONCURRENCY) as pool:
@@ -147,17 +138,17 @@ def test_mid_body_aborts_each_counted_once(gunicorn: Gunicorn) -> None:
     per_id = collections.Counter(r["test_id"] for r in records)
     assert len(records) == ABORTS and set(per_id.values()) == {1}, per_id.most_common(3)
     path_of = {a.test_id: path for path, a in aborts}
-    wrong = [r for r in records if r["outcome"] != "client_disconnect"]
+    wrong = [r for r in records if r["outcome"] != CLIENT_DISCONNECT]
     assert not wrong, f"{len(wrong)} aborts not recorded as client_disconnect: {wrong[:5]}"
     assert all(r["route"] == ROUTES[path_of[r["test_id"]]] for r in records)
 
-    expected = collections.Counter((ROUTES[path], "200", "client_disconnect") for path, _ in aborts)
-    wait_until(
-        lambda: total(difference(scrape_outcomes(gunicorn.port), before)) >= ABORTS,
+    expected = collections.Counter((ROUTES[path], "200", CLIENT_DISCONNECT) for path, _ in aborts)
+    wait_for(
+        lambda: total(difference(scrape(gunicorn.port).outcomes(), before)) >= ABORTS,
         RECORD_TIMEOUT,
-        f"{ABORTS} more outcomes in /metrics",
+        what=f"{ABORTS} more outcomes in /metrics",
     )
-    counted = difference(scrape_outcomes(gunicorn.port), before)
+    counted = difference(scrape(gunicorn.port).outcomes(), before)
     print(
         f"\n[faults] {ABORTS} mid-body aborts ({ABORT_CONCURRENCY} at a time, {elapsed:.1f}s): "
         f"/metrics +{total(counted, 'client_disconnect')} client_disconnect, "
@@ -178,7 +169,7 @@ def test_slow_readers_are_delivered(gunicorn: Gunicorn) -> None:
     records = {r["test_id"]: r for r in gunicorn.records({r.test_id for r in reads})}
     for path, read in zip(paths, reads, strict=True):
         record = records[read.test_id]
-        assert record["outcome"] == "delivered", (path, record)
+        assert record["outcome"] == DELIVERED, (path, record)
         assert record["bytes_sent"] == views.expected_body_size(path.strip("/")), record
     print(
         f"\n[faults] {len(reads)} slow readers ({[r.pauses for r in reads]} pauses, "
@@ -186,21 +177,33 @@ def test_slow_readers_are_delivered(gunicorn: Gunicorn) -> None:
     )
 
 
+def settled_outcomes(gunicorn: Gunicorn) -> Outcomes:
+    """The outcomes once every request issued so far is in /metrics (multiprocess workers
+    write their counts every half second)."""
+    issued = sum(gunicorn.issued.values())
+
+    def settled() -> tuple[Outcomes] | None:
+        outcomes = scrape(gunicorn.port).outcomes()
+        return (outcomes,) if total(outcomes) >= issued else None
+
+    return wait_for(settled, RECORD_TIMEOUT, what=f"{issued} earlier outcomes in /metrics")[0]
+
+
 def test_error_stream_is_a_stream_error(gunicorn: Gunicorn) -> None:
-    before = scrape_outcomes(gunicorn.port)
+    before = settled_outcomes(gunicorn)
     responses = [full_read(gunicorn.port, "/error-stream/", stall=5.0) for _ in range(5)]
     for response in responses:
         gunicorn.issued[response.test_id] += 1
     assert all(r.status == 200 and not r.complete for r in responses)
     records = gunicorn.records({r.test_id for r in responses})
     assert {r["outcome"] for r in records} == {"stream_error"}, records
-    wait_until(
-        lambda: total(difference(scrape_outcomes(gunicorn.port), before)) >= len(responses),
+    wait_for(
+        lambda: total(difference(scrape(gunicorn.port).outcomes(), before)) >= len(responses),
         RECORD_TIMEOUT,
-        "the stream errors in /metrics",
+        what="the stream errors in /metrics",
     )
-    counted = difference(scrape_outcomes(gunicorn.port), before)
-    assert counted == {("error-stream/", "200", "stream_error"): len(responses)}, counted
+    counted = difference(scrape(gunicorn.port).outcomes(), before)
+    assert counted == {("error-stream/", "200", STREAM_ERROR): len(responses)}, counted
 
 
 def test_after_stop_every_request_recorded_once(gunicorn: Gunicorn) -> None:
@@ -217,7 +220,7 @@ def test_after_stop_every_request_recorded_once(gunicorn: Gunicorn) -> None:
     by_outcome = collections.Counter(
         (r["route"], str(r["status_code"]), r["outcome"]) for r in records
     )
-    assert multiprocess_outcomes(gunicorn.workdir / "prometheus") == by_outcome
+    assert multiprocess_scrape(gunicorn.workdir / "prometheus").outcomes() == by_outcome
 
 
 # Identity: a broken plugin changes nothing for clients.
@@ -258,6 +261,8 @@ def compare(kind: str, ref: Reference, *sweeps: dict[tuple[str, str], Seen]) -> 
         assert not different, f"{kind}: responses differ from a clean server: {different}"
 
 
+# A deliberate baseline of the repetition check: this test and the next open alike (a work
+# directory, a clean reference server, then the faulty one); each test reads as a whole.
 @pytest.mark.parametrize("kind", ["gunicorn-gthread", "uvicorn"])
 def test_broken_recording_path_changes_nothing_for_clients(
     kind: str, tmp_path_factory: pytest.TempPathFactory, big_file: str
@@ -318,12 +323,12 @@ def test_unreachable_otlp_endpoint_changes_nothing_for_clients(
         with ThreadPoolExecutor(4) as pool:  # more spans than the exporter queue holds
             list(pool.map(lambda _: check_keeps_serving(server.port), range(4)))
         second = sweep(server.port, SWEEP)
-        wait_until(
+        wait_for(
             lambda: (
                 "Failed to export" in server.log_text() or "Transient error" in server.log_text()
             ),
             30,
-            "the SDK to report the failed export",
+            what="the SDK to report the failed export",
         )
     finally:
         started = time.monotonic()

@@ -52,6 +52,7 @@ from django_sent_otel.delivery import (
 )
 from django_sent_otel.signals import response_delivered
 from tests import views
+from tests.harness.names import DELIVERED_TOTAL, FAILURES_TOTAL
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -414,7 +415,7 @@ def test_failed_bucket_change_keeps_the_metrics(isolated_registries: None) -> No
             client.get("/small/")
         client.get("/small/")
     labels = {"method": "GET", "route": "small/", "status": "200"}
-    assert registry.get_sample_value("django_http_responses_delivered_total", labels) == 3
+    assert registry.get_sample_value(DELIVERED_TOTAL, labels) == 3
 
 
 def test_excluded_paths_string_falls_back_to_the_default() -> None:
@@ -688,9 +689,9 @@ def test_asgi_wrapper_outcome_matches_contract(
         found: dict[tuple[str, str, str, str], float] = {}
         for family in registry.collect():
             for s in family.samples:
-                if s.name == "django_http_responses_delivered_total":
+                if s.name == DELIVERED_TOTAL:
                     outcome = DELIVERED
-                elif s.name == "django_http_response_delivery_failures_total":
+                elif s.name == FAILURES_TOTAL:
                     outcome = s.labels["reason"]
                 else:
                     continue

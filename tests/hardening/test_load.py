@@ -27,17 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_binary
-from tests.hardening.support import (
-    Outcomes,
-    multiprocess_outcomes,
-    scrape_outcomes,
-    start,
-    total,
-    wait_until,
-)
+from tests.hardening.support import start
+from tests.harness.names import DELIVERED
+from tests.harness.records import read_records
+from tests.harness.scrape import Outcomes, multiprocess_scrape, scrape, total
 from tests.harness.servers import Server
-from tests.recorder import read_records
+from tests.harness.tools import need_binary
+from tests.harness.waiting import wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
@@ -151,12 +147,12 @@ def test_load_every_logged_request_counted_once(kind: str, tmp_path: Path) -> No
         # The last tracked request ended seconds ago; give slow machines a deadline anyway.
         logged_now = sum(logged(access_text(server, access_log), pattern)[0].values())
         assert logged_now > 0, f"no tracked request in the access log\n{server.log_tail()}"
-        wait_until(
-            lambda: total(scrape_outcomes(server.port)) >= logged_now,
+        wait_for(
+            lambda: total(scrape(server.port).outcomes()) >= logged_now,
             30,
-            f"{logged_now} outcomes in /metrics",
+            what=f"{logged_now} outcomes in /metrics",
         )
-        scraped = scrape_outcomes(server.port)
+        scraped = scrape(server.port).outcomes()
     finally:
         server.stop()
     # After a graceful stop every request the server handled is in its access log.
@@ -164,7 +160,7 @@ def test_load_every_logged_request_counted_once(kind: str, tmp_path: Path) -> No
     expected = sum(access.values())
     # Every response wrk read was logged by the server (plus the cut /drain/ ones).
     assert every >= wrk_count, (every, wrk_count, wrk_output)
-    failures = total(scraped) - total(scraped, "delivered")
+    failures = total(scraped) - total(scraped, DELIVERED)
     print(
         f"\n[load] {kind}: wrk {wrk_count} responses "
         f"({wrk_count / (LOAD_SECONDS + DRAIN_SECONDS):.0f}/s incl. drain); access log "
@@ -181,4 +177,4 @@ def test_load_every_logged_request_counted_once(kind: str, tmp_path: Path) -> No
     recorded = collections.Counter((r["route"], str(r["status_code"])) for r in records)
     assert recorded == access, f"records {recorded} != access log {access}"
     if gunicorn:
-        assert multiprocess_outcomes(tmp_path / "prometheus") == scraped
+        assert multiprocess_scrape(tmp_path / "prometheus").outcomes() == scraped

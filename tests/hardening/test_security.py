@@ -28,7 +28,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from django_sent_otel.delivery import METHODS, Delivery
-from tests.hardening.support import raw_status, start
+from tests.hardening.support import start
+from tests.harness.clients import raw_status
+from tests.harness.names import DELIVERED_TOTAL
 from tests.harness.servers import Server
 
 TOKEN = "hardening-Token_0123456789.abc~XYZ"
@@ -72,7 +74,7 @@ def test_no_request_data_in_labels_or_span_attributes(
     needle = marker.lower()
     for exposition in (generate_latest(registry), generate_openmetrics(registry)):
         text = exposition.decode().lower()
-        assert "django_http_responses_delivered_total" in text
+        assert DELIVERED_TOTAL in text
         assert needle not in text
     for family in registry.collect():
         for sample in family.samples:

@@ -8,12 +8,14 @@ so a 50 MB download costs no memory. Every socket operation has a timeout.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import socket
 import struct
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -78,9 +80,20 @@ def new_test_id() -> str:
     return uuid.uuid4().hex
 
 
-def connect(port: int, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
-    sock = socket.create_connection((HOST, port), timeout=timeout)
-    sock.settimeout(timeout)
+def connect(
+    port: int, timeout: float = DEFAULT_TIMEOUT, *, rcvbuf: int | None = None
+) -> socket.socket:
+    """A connection to the server; ``rcvbuf`` shrinks the receive buffer before connecting,
+    so that the server cannot park a whole body in kernel buffers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect((HOST, port))
+    except BaseException:
+        sock.close()
+        raise
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -328,6 +341,8 @@ def full_read(
         )
 
 
+# A deliberate baseline of the repetition check: the signatures of full_read and
+# keep_alive_pair look alike (port, path, method, headers, timeout), as their callers expect.
 def keep_alive_pair(
     port: int,
     path: str,
@@ -342,28 +357,13 @@ def keep_alive_pair(
     """
     with connect(port, timeout) as sock:
         reader = _Reader(sock, time.monotonic() + timeout)
-        first = _exchange(
-            sock,
-            port,
-            path,
-            method=method,
-            headers=headers,
-            keep_alive=True,
-            keep_body=False,
-            reader=reader,
+        exchange = functools.partial(
+            _exchange, sock, port, path, method=method, headers=headers, keep_body=False
         )
+        first = exchange(keep_alive=True, reader=reader)
         if first.reusable:
             try:
-                second = _exchange(
-                    sock,
-                    port,
-                    path,
-                    method=method,
-                    headers=headers,
-                    keep_alive=False,
-                    keep_body=False,
-                    reader=reader,
-                )
+                second = exchange(keep_alive=False, reader=reader)
             except (ProtocolError, ConnectionError) as exc:
                 # Only "closed before any byte of the answer" means the server dropped the
                 # idle connection; anything else is a real protocol error.
@@ -384,10 +384,11 @@ def abort_after(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    rcvbuf: int | None = None,
 ) -> Abort:
     """Read until ``nbytes`` of body arrived (or the body ended), then close with RST."""
     test_id = new_test_id()
-    sock = connect(port, timeout)
+    sock = connect(port, timeout, rcvbuf=rcvbuf)
     try:
         sock.sendall(request_bytes(port, path, method=method, test_id=test_id, headers=headers))
         reader = _Reader(sock, time.monotonic() + timeout)
@@ -428,3 +429,202 @@ def abort_while_running(
         return Abort(test_id, None)
     finally:
         reset(sock)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a client saw of one response, for byte-for-byte comparisons."""
+
+    status: int
+    content_type: str | None
+    content_length: str | None
+    body_len: int
+    sha256: str
+    complete: bool
+
+
+def hashed_read(port: int, path: str, method: str = "GET") -> Seen:
+    response = full_read(port, path, method, keep_body=True, stall=5.0)
+    body = response.body or b""
+    return Seen(
+        status=response.status,
+        content_type=response.header("Content-Type"),
+        content_length=response.header("Content-Length"),
+        body_len=response.body_len,
+        sha256=hashlib.sha256(body).hexdigest(),
+        complete=response.complete,
+    )
+
+
+def sweep(port: int, requests: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Seen]:
+    return {(method, path): hashed_read(port, path, method) for method, path in requests}
+
+
+@dataclass(frozen=True)
+class SlowRead:
+    test_id: str
+    status: int
+    body_len: int
+    complete: bool
+    pauses: int
+
+
+def slow_read(
+    port: int,
+    path: str,
+    *,
+    step: int = 64 * 1024,
+    pause: float = 0.003,
+    timeout: float = 60.0,
+) -> SlowRead:
+    """Read a response ``step`` bytes at a time with ``pause`` seconds between steps, through a
+    small receive buffer, so that the server really waits for the client (back-pressure).
+
+    Only ``Content-Length`` and chunked bodies of ``Connection: close`` responses are handled;
+    the body is counted, not kept. Bounded by ``timeout`` overall.
+    """
+    test_id = new_test_id()
+    deadline = time.monotonic() + timeout
+    sock = connect(port, timeout, rcvbuf=step)
+    try:
+        sock.sendall(request_bytes(port, path, test_id=test_id))
+        head = bytearray()
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(4096)
+            if not data:
+                raise AssertionError(f"connection closed before the headers: {bytes(head)!r}")
+            head += data
+        end = head.index(b"\r\n\r\n")
+        lines = bytes(head[:end]).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])
+        }
+        received = len(head) - end - 4
+        tail = bytes(head[end + 4 :])[-8:]
+        pauses = 0
+        while True:
+            got = 0
+            while got < step:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"slow read of {path} took longer than {timeout:.0f}s")
+                data = sock.recv(step - got)
+                if not data:
+                    break
+                got += len(data)
+                tail = (tail + data)[-8:]
+            received += got
+            if got < step:
+                break  # end of the response: the server closed the connection
+            pauses += 1
+            time.sleep(pause)
+    finally:
+        sock.close()
+    if "content-length" in headers:
+        body_len = received
+        complete = received == int(headers["content-length"])
+    else:  # chunked: count the framing out, check the last chunk
+        body_len = -1
+        complete = tail.endswith(b"0\r\n\r\n")
+    return SlowRead(test_id, status, body_len, complete, pauses)
+
+
+def raw_status(port: int, request: bytes, timeout: float = 30.0) -> int:
+    """Send raw request bytes (``Connection: close``) and return the status code."""
+    with connect(port, timeout) as sock:
+        sock.sendall(request)
+        data = bytearray()
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in data and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    line = bytes(data).split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise AssertionError(f"no status line in {bytes(data[:200])!r}")
+    return int(parts[1])
+
+
+class KeepAliveClient:
+    """Sends requests one after another over one connection (reconnecting when the server
+    closes it after a response). Bodies are counted, not kept."""
+
+    def __init__(self, port: int, timeout: float = 15.0) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.buffer = bytearray()
+        self.connections = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.buffer.clear()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((HOST, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connections += 1
+        return sock
+
+    def _fill(self, sock: socket.socket) -> None:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection mid-response")
+        self.buffer += data
+
+    def _line(self, sock: socket.socket) -> bytes:
+        while b"\r\n" not in self.buffer:
+            self._fill(sock)
+        end = self.buffer.index(b"\r\n")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 2]
+        return line
+
+    def _take(self, sock: socket.socket, length: int) -> None:
+        while len(self.buffer) < length:
+            self._fill(sock)
+        del self.buffer[:length]
+
+    def _chunked(self, sock: socket.socket) -> int:
+        total = 0
+        while True:
+            size = int(self._line(sock).split(b";", 1)[0], 16)
+            if size == 0:
+                while self._line(sock):  # trailers, up to the empty line
+                    pass
+                return total
+            self._take(sock, size + 2)
+            total += size
+
+    def request(self, method: str, target: str) -> tuple[int, int]:
+        """Send one request; returns (status, body length)."""
+        if self.sock is None:
+            self.sock = self._connect()
+            self.buffer.clear()
+        sock = self.sock
+        head = f"{method} {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n"
+        sock.sendall(head.encode("ascii"))
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill(sock)
+        end = self.buffer.index(b"\r\n\r\n")
+        status_line, *header_lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        del self.buffer[: end + 4]
+        status = int(status_line.split(" ", 2)[1])
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            length = self._chunked(sock)
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            self._take(sock, length)
+        else:
+            raise AssertionError(f"{method} {target}: a body without framing: {headers}")
+        if "close" in headers.get("connection", "").lower():
+            self.close()
+        return status, length

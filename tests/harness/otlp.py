@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from tests.harness.lifecycle import Started
+from tests.harness.waiting import wait_for
 
 __all__ = ["OTLPReceiver", "ReceivedSpan", "any_value", "decode_traces"]
 
@@ -210,7 +211,7 @@ class _Server(ThreadingHTTPServer):
     receiver: OTLPReceiver
 
 
-class OTLPReceiver:
+class OTLPReceiver(Started):
     """An OTLP/HTTP endpoint on 127.0.0.1 collecting spans; use it as a context manager."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -249,17 +250,6 @@ class OTLPReceiver:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> OTLPReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -325,20 +315,26 @@ class OTLPReceiver:
 
         Raises AssertionError at the deadline, listing every span that did arrive.
         """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                matching = [span for span in self._spans if predicate(span)]
-                if len(matching) >= count:
-                    return matching
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            arrived = "\n  ".join(span.short() for span in self._spans) or "(none)"
+
+        def matching() -> list[ReceivedSpan]:
+            return [span for span in self._spans if predicate(span)]
+
+        def arrived() -> str:
+            spans = "\n  ".join(span.short() for span in self._spans) or "(none)"
             errors = "\n  ".join(self._errors) or "(none)"
-            raise AssertionError(
-                f"expected {count} matching span(s) within {timeout:g}s, got {len(matching)}; "
+            return (
+                f"{len(matching())} of {count} matching span(s) arrived; "
                 f"{sum(self._requests.values())} export request(s) arrived with these spans:\n"
-                f"  {arrived}\nreceiver errors:\n  {errors}"
+                f"  {spans}\nreceiver errors:\n  {errors}"
             )
+
+        with self._cond:  # Condition.wait releases the lock while it waits for _add()
+            (spans,) = wait_for(
+                lambda: (found,) if len(found := matching()) >= count else None,
+                timeout,
+                what=f"{count} matching span(s)",
+                details=arrived,
+                interval=timeout,
+                pause=self._cond.wait,
+            )
+            return spans

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.harness.servers import HOST, Server, ServerError, _answers, free_port
+from tests.harness.servers import HOST, Server, ServerError, _status, free_port
 from tests.middleware import ENV_VAR as ACCEL_ENV
 
 
@@ -173,7 +173,7 @@ class Proxied:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 return False
-            if _answers(self.port, "/metrics", 5.0):
+            if _status(self.port, "/metrics", 5.0) is not None:
                 return True
             time.sleep(0.05)
         return False

@@ -18,10 +18,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from tests.harness.lifecycle import Started
+from tests.harness.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -65,6 +69,9 @@ ASGI_KINDS = frozenset(
     {"uvicorn", "uvicorn-plain", "daphne", "hypercorn", "granian-asgi", "gunicorn-uvicorn"}
 )
 
+#: The gunicorn config a multiprocess server gets: the package's hooks (see that module).
+MULTIPROCESS_CONFIG = "python:tests.harness.gunicorn_multiproc"
+
 _ADDR_IN_USE = ("already in use", "errno 98", "[errno 48]", "eaddrinuse")
 
 
@@ -79,6 +86,108 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Spec:
+    """What a command builder gets: where to listen and how big to be."""
+
+    port: int
+    workers: int = 1
+    threads: int = 4
+    app: str | None = None
+
+    @property
+    def bind(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+def _gunicorn(worker_class: str, default_app: str = WSGI_APP) -> Callable[[Spec], list[str]]:
+    def build(spec: Spec) -> list[str]:
+        argv = [sys.executable, "-m", "gunicorn", spec.app or default_app, "--bind", spec.bind]
+        argv += ["--workers", str(spec.workers), "--worker-class", worker_class]
+        if worker_class == "gthread":
+            argv += ["--threads", str(spec.threads)]
+        argv += ["--timeout", "60", "--graceful-timeout", "10", "--log-level", "info"]
+        if _gunicorn_has_setting("control_socket"):
+            # gunicorn 24+: one control socket per user by default; parallel runs would collide.
+            argv += ["--no-control-socket"]
+        return argv
+
+    return build
+
+
+def _uvicorn(default_app: str) -> Callable[[Spec], list[str]]:
+    def build(spec: Spec) -> list[str]:
+        argv = [sys.executable, "-m", "uvicorn", spec.app or default_app]
+        argv += ["--host", HOST, "--port", str(spec.port), "--http", "h11", "--loop", "asyncio"]
+        argv += ["--lifespan", "off", "--no-access-log", "--timeout-graceful-shutdown", "10"]
+        if spec.workers > 1:
+            argv += ["--workers", str(spec.workers)]
+        return argv
+
+    return build
+
+
+def _daphne(spec: Spec) -> list[str]:
+    argv = [sys.executable, "-m", "daphne", "--bind", HOST, "--port", str(spec.port), "-v", "1"]
+    return [*argv, spec.app or ASGI_APP]
+
+
+def _hypercorn(spec: Spec) -> list[str]:
+    argv = [sys.executable, "-m", "hypercorn", spec.app or ASGI_APP, "--bind", spec.bind]
+    return [*argv, "--workers", str(spec.workers), "--graceful-timeout", "10"]
+
+
+def _waitress(spec: Spec) -> list[str]:
+    argv = [sys.executable, "-m", "waitress", f"--listen={spec.bind}", f"--threads={spec.threads}"]
+    return [*argv, spec.app or WSGI_APP]
+
+
+def _runserver(spec: Spec) -> list[str]:
+    return [sys.executable, "-m", "django", "runserver", spec.bind, "--noreload", "--skip-checks"]
+
+
+def _granian(interface: str, default_app: str) -> Callable[[Spec], list[str]]:
+    def build(spec: Spec) -> list[str]:
+        argv = [sys.executable, "-m", "granian", "--interface", interface, "--host", HOST]
+        argv += ["--port", str(spec.port), "--workers", str(spec.workers), "--no-ws"]
+        return [*argv, "--workers-kill-timeout", "10", spec.app or default_app]
+
+    return build
+
+
+def _uwsgi(proto: str, *, threaded: bool = False) -> Callable[[Spec], list[str]]:
+    def build(spec: Spec) -> list[str]:
+        argv = uwsgi_command(spec.bind, spec.app or WSGI_APP, workers=spec.workers, proto=proto)
+        if threaded:
+            argv += ["--threads", str(spec.threads)]
+        return argv
+
+    return build
+
+
+#: kind -> the argv that starts it. A new kind is one builder here and its name in ``KINDS``
+#: (and ``WSGI_KINDS`` or ``ASGI_KINDS``).
+COMMANDS: dict[str, Callable[[Spec], list[str]]] = {
+    "gunicorn-sync": _gunicorn("sync"),
+    "gunicorn-gthread": _gunicorn("gthread"),
+    "uvicorn": _uvicorn(ASGI_APP),
+    "uvicorn-plain": _uvicorn(ASGI_PLAIN_APP),
+    "daphne": _daphne,
+    "hypercorn": _hypercorn,
+    "waitress": _waitress,
+    "runserver": _runserver,
+    "granian-wsgi": _granian("wsgi", WSGI_APP),
+    "granian-asgi": _granian("asgi", ASGI_APP),
+    "uwsgi": _uwsgi("http"),
+    "uwsgi-threads": _uwsgi("http", threaded=True),
+    "gunicorn-gevent": _gunicorn("gevent"),
+    "gunicorn-uvicorn": _gunicorn("uvicorn_worker.UvicornWorker", ASGI_APP),
+    "uwsgi-socket": _uwsgi("uwsgi"),
+}
+#: Servers that take the application as their last argument: options go before it.
+APP_LAST = frozenset({"daphne", "waitress", "granian-wsgi", "granian-asgi"})
+
+
 def command(
     kind: str,
     port: int,
@@ -89,64 +198,14 @@ def command(
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The argv that starts ``kind`` on ``127.0.0.1:port``."""
-    py = sys.executable
-    bind = f"{HOST}:{port}"
-    if kind.startswith("gunicorn-"):
-        default = ASGI_APP if kind in ASGI_KINDS else WSGI_APP
-        argv = [py, "-m", "gunicorn", app or default, "--bind", bind, "--workers", str(workers)]
-        argv += ["--worker-class", _GUNICORN_WORKERS[kind]]
-        if kind == "gunicorn-gthread":
-            argv += ["--threads", str(threads)]
-        argv += ["--timeout", "60", "--graceful-timeout", "10", "--log-level", "info"]
-        if _gunicorn_has_setting("control_socket"):
-            # gunicorn 24+: one control socket per user by default; parallel runs would collide.
-            argv += ["--no-control-socket"]
-    elif kind in ("uvicorn", "uvicorn-plain"):
-        default = ASGI_APP if kind == "uvicorn" else ASGI_PLAIN_APP
-        argv = [py, "-m", "uvicorn", app or default, "--host", HOST, "--port", str(port)]
-        argv += ["--http", "h11", "--loop", "asyncio", "--lifespan", "off", "--no-access-log"]
-        argv += ["--timeout-graceful-shutdown", "10"]
-        if workers > 1:
-            argv += ["--workers", str(workers)]
-    elif kind == "daphne":
-        argv = [py, "-m", "daphne", "--bind", HOST, "--port", str(port), "-v", "1"]
-        argv += [app or ASGI_APP]
-    elif kind == "hypercorn":
-        argv = [py, "-m", "hypercorn", app or ASGI_APP, "--bind", bind]
-        argv += ["--workers", str(workers), "--graceful-timeout", "10"]
-    elif kind == "waitress":
-        argv = [py, "-m", "waitress", f"--listen={bind}", f"--threads={threads}"]
-        argv += [app or WSGI_APP]
-    elif kind == "runserver":
-        argv = [py, "-m", "django", "runserver", bind, "--noreload", "--skip-checks"]
-    elif kind in ("granian-wsgi", "granian-asgi"):
-        interface = "wsgi" if kind == "granian-wsgi" else "asgi"
-        argv = [py, "-m", "granian", "--interface", interface, "--host", HOST]
-        argv += ["--port", str(port), "--workers", str(workers), "--no-ws"]
-        argv += [
-            "--workers-kill-timeout",
-            "10",
-            app or (WSGI_APP if interface == "wsgi" else ASGI_APP),
-        ]
-    elif kind in ("uwsgi", "uwsgi-threads", "uwsgi-socket"):
-        proto = "uwsgi" if kind == "uwsgi-socket" else "http"
-        argv = uwsgi_command(bind, app or WSGI_APP, workers=workers, proto=proto)
-        if kind == "uwsgi-threads":
-            argv += ["--threads", str(threads)]
-    else:
-        raise ValueError(f"unknown server kind {kind!r}; one of {', '.join(KINDS)}")
-    # Options go before the application for servers that take it as the last argument.
-    if kind in ("daphne", "waitress", "granian-wsgi", "granian-asgi"):
+    try:
+        build = COMMANDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown server kind {kind!r}; one of {', '.join(KINDS)}") from None
+    argv = build(Spec(port, workers, threads, app))
+    if kind in APP_LAST:
         return [*argv[:-1], *extra_args, argv[-1]]
     return [*argv, *extra_args]
-
-
-_GUNICORN_WORKERS = {
-    "gunicorn-sync": "sync",
-    "gunicorn-gthread": "gthread",
-    "gunicorn-gevent": "gevent",
-    "gunicorn-uvicorn": "uvicorn_worker.UvicornWorker",
-}
 
 
 def uwsgi_binary() -> str:
@@ -205,19 +264,44 @@ def _port_open(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def _answers(port: int, path: str, timeout: float) -> bool:
-    """Whether an HTTP request to ``path`` gets a status line back (any status)."""
+def _status(port: int, path: str, timeout: float) -> int | None:
+    """The status an HTTP request to ``path`` gets back (None: no status line)."""
     request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n"
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             sock.sendall(request.encode())
-            return sock.recv(16).startswith(b"HTTP/1.")
+            head = sock.recv(16)
     except OSError:
-        return False
+        return None
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not head.startswith(b"HTTP/1.") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
 
 
-class Server:
+def parent_death_signal() -> Callable[[], None] | None:
+    """A preexec function: the child gets SIGTERM if this process dies (Linux only).
+
+    Only for processes started before any thread: ``preexec_fn`` runs between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
+
+
+class Server(Started):
     """One real server subprocess on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
@@ -235,7 +319,21 @@ class Server:
         start_timeout: float = 30.0,
         stop_timeout: float = 20.0,
         port_attempts: int = 5,
+        settings: str = "tests.settings",
+        multiprocess_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        ready_status: int | None = None,
+        drop_env: Sequence[str] = ("PROMETHEUS_MULTIPROC_DIR",),
+        die_with_parent: bool = False,
+        log_name: str | None = None,
     ) -> None:
+        """``settings``: the Django settings module (``env`` may still override it).
+        ``multiprocess_dir``: prometheus_client's multiprocess directory (created).
+        ``port``: listen there instead of on a free port (no retry when it is taken).
+        ``ready_status``: the status ``ready_path`` must answer (None: any status).
+        ``drop_env``: names (or prefixes) of this process's environment the server must not
+        inherit. ``die_with_parent``: SIGTERM the server when this process dies (Linux).
+        """
         if kind not in KINDS:
             raise ValueError(f"unknown server kind {kind!r}; one of {', '.join(KINDS)}")
         self.kind = kind
@@ -248,10 +346,16 @@ class Server:
         self.ready_path = ready_path
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.port_attempts = port_attempts
+        self.port_attempts = 1 if port else port_attempts
+        self.settings = settings
+        self.multiprocess_dir = None if multiprocess_dir is None else Path(multiprocess_dir)
+        self.fixed_port = port
+        self.ready_status = ready_status
+        self.drop_env = tuple(drop_env)
+        self.die_with_parent = die_with_parent
         self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="sent-otel-"))
-        self.log_path = self._log_dir / f"{kind}.log"
-        self.port = 0
+        self.log_path = self._log_dir / f"{log_name or kind}.log"
+        self.port = port or 0
         self.argv: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -271,35 +375,53 @@ class Server:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server's main process (None before start)."""
+        return self._proc
+
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # only when a test asks for it
+        # PROMETHEUS_MULTIPROC_DIR is dropped by default: only when a test asks for it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(self.drop_env)}
         pythonpath = [str(REPO_ROOT)]
         if env.get("PYTHONPATH"):
             pythonpath.append(env["PYTHONPATH"])
         env.update(
             PYTHONPATH=os.pathsep.join(pythonpath),
-            DJANGO_SETTINGS_MODULE="tests.settings",
+            DJANGO_SETTINGS_MODULE=self.settings,
             PYTHONUNBUFFERED="1",
         )
+        if self.multiprocess_dir is not None:
+            self.multiprocess_dir.mkdir(parents=True, exist_ok=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.multiprocess_dir)
         if self.record is not None:
             env["SENT_OTEL_TEST_RECORD"] = self.record
         env.update(self.extra_env)
         return env
 
-    def start(self) -> Server:
+    def arguments(self) -> list[str]:
+        """The server's argv on ``self.port``."""
+        extra = list(self.extra_args)
+        own_config = bool({"-c", "--config"} & set(extra))
+        gunicorn = self.kind.startswith("gunicorn")
+        if self.multiprocess_dir is not None and gunicorn and not own_config:
+            extra = ["--config", MULTIPROCESS_CONFIG, *extra]
+        return command(
+            self.kind,
+            self.port,
+            workers=self.workers,
+            threads=self.threads,
+            app=self.app,
+            extra_args=extra,
+        )
+
+    def start(self, cancel: threading.Event | None = None) -> Server:
+        """Start and wait until ready; a set ``cancel`` ends the wait (InterruptedError)."""
         if self._proc is not None:
             raise ServerError(f"{self.kind} already started")
         for attempt in range(1, self.port_attempts + 1):
-            self.port = free_port()
-            self.argv = command(
-                self.kind,
-                self.port,
-                workers=self.workers,
-                threads=self.threads,
-                app=self.app,
-                extra_args=self.extra_args,
-            )
+            self.port = self.fixed_port or free_port()
+            self.argv = self.arguments()
             with open(self.log_path, "ab") as log:
                 header = f"\n=== attempt {attempt}: {' '.join(self.argv)}\n"
                 log.write(header.encode())
@@ -312,10 +434,14 @@ class Server:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=parent_death_signal() if self.die_with_parent else None,  # noqa: PLW1509
                 )
             try:
-                self._wait_ready()
+                self._wait_ready(cancel)
                 return self
+            except InterruptedError:
+                self._kill()
+                raise
             except ServerError:
                 died = self._proc.poll() is not None
                 self._kill()
@@ -325,27 +451,34 @@ class Server:
                 raise
         raise ServerError(f"{self.kind}: no free port after {self.port_attempts} attempts")
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, cancel: threading.Event | None = None) -> None:
+        proc = self._proc
+        assert proc is not None
         deadline = time.monotonic() + self.start_timeout
-        assert self._proc is not None
-        while True:
-            if self._proc.poll() is not None:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
                 raise ServerError(
-                    f"{self.kind} exited with code {self._proc.returncode} while starting\n"
+                    f"{self.kind} exited with code {proc.returncode} while starting\n"
                     f"{self.log_tail()}"
                 )
-            now = time.monotonic()
-            if _port_open(self.port) and (
-                self.ready_path is None
-                or _answers(self.port, self.ready_path, min(5.0, max(1.0, deadline - now)))
-            ):
-                return
-            if time.monotonic() >= deadline:
-                raise ServerError(
-                    f"{self.kind} did not accept connections on port {self.port} within "
-                    f"{self.start_timeout:.0f}s\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+            if cancel is not None and cancel.is_set():
+                raise InterruptedError(f"stopped while waiting for {self.kind}")
+            if not _port_open(self.port):
+                return False
+            if self.ready_path is None:
+                return True
+            timeout = min(5.0, max(1.0, deadline - time.monotonic()))
+            status = _status(self.port, self.ready_path, timeout)
+            return status is not None and self.ready_status in (None, status)
+
+        try:
+            wait_for(ready, self.start_timeout, what=f"{self.kind} on port {self.port}")
+        except AssertionError:
+            raise ServerError(
+                f"{self.kind} did not accept connections on port {self.port} within "
+                f"{self.start_timeout:.0f}s\n{self.log_tail()}"
+            ) from None
 
     def stop(self) -> int | None:
         """SIGTERM the process group, wait (bounded), then SIGKILL. Returns the exit code."""
@@ -380,17 +513,6 @@ class Server:
             proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired as exc:  # pragma: no cover - unkillable process
             raise ServerError(f"{self.kind} (pid {proc.pid}) survived SIGKILL") from exc
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Logs
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-DELIVERED = "delivered"
-DISCONNECT = "client_disconnect"
-STREAM_ERROR = "stream_error"
+from tests.harness.names import CLIENT_DISCONNECT, DELIVERED, STREAM_ERROR
+
+DISCONNECT = CLIENT_DISCONNECT
 #: The request leaves no record at all (a documented limitation).
 NO_RECORD = None
 
@@ -188,6 +188,8 @@ def _behind_nginx(big: str) -> dict[str, Expect]:
     }
 
 
+# A deliberate baseline of the repetition check: servers with their own behaviour spell out
+# their cells (waitress and daphne look alike in shape, not in what they expect).
 EXPECTED: dict[str, dict[str, Expect]] = {
     "gunicorn-sync": {**_full(), **_rest(_WSGI_SOCKET)},
     "gunicorn-gthread": {**_full(), **_rest(_WSGI_SOCKET)},

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.conftest import need_binary
-from tests.data import ensure_big_file
+from tests.harness.data import ensure_big_file
 from tests.harness.proxy import TOPOLOGIES, Proxied, nginx_binary
+from tests.harness.records import Record, read_records, wait_for_records
 from tests.harness.servers import Server
-from tests.recorder import Record, read_records, wait_for_records
+from tests.harness.tools import need_binary
 
 #: Generous: the machine is shared and a slow view takes 1.5 s before its record appears.
 RECORD_TIMEOUT = 60.0

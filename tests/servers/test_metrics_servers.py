@@ -6,7 +6,8 @@ Three servers, each started once for its class:
   ``child_exit`` hooks (``tests/servers/gunicorn_multiproc.py``): a known mix of full reads and
   aborts gives exact counters per label set, histogram counts, sent bytes and an idle gauge of
   0; ``promtool check metrics`` accepts the exposition; a worker killed with SIGKILL in the
-  middle of a download keeps its counters and drops its share of the in-flight gauge.
+  middle of a download keeps its counters and drops its share of the in-flight gauge; a worker
+  stopped with SIGTERM keeps its counters too.
 - uvicorn (the package's ASGI wrapper, one process): the same exact-count check with a smaller
   mix (aborted async streams included), then 10,000 requests to random paths with junk methods
   over keep-alive connections add no label value beyond ``route="unmatched"`` /
@@ -41,27 +42,26 @@ from pathlib import Path
 import pytest
 
 from tests import views
-from tests.conftest import need_binary
-from tests.harness.clients import Abort, Response, abort_after, full_read, reset
+from tests.harness import scrape as sc
+from tests.harness.clients import Abort, KeepAliveClient, Response, abort_after, full_read, reset
+from tests.harness.names import CLIENT_DISCONNECT as DISCONNECT
+from tests.harness.names import DELIVERED_TOTAL as DELIVERED
+from tests.harness.names import DELIVERY_DURATION as DURATION
+from tests.harness.names import FAILURES_TOTAL as FAILURES
+from tests.harness.names import SEND_DURATION as SEND
+from tests.harness.names import SENDING, STREAM_ERROR
+from tests.harness.names import SENT_BYTES_TOTAL as BYTES
+from tests.harness.processes import children, socket_owner
+from tests.harness.records import read_records, wait_for_records
+from tests.harness.scrape import LabelKey, Scrape, label_key, scrape, wait_scrape
 from tests.harness.servers import Server
-from tests.recorder import read_records, wait_for_records
-from tests.servers import scrape as sc
-from tests.servers.scrape import LabelKey, Scrape, label_key, scrape, wait_scrape
+from tests.harness.tools import need_binary
+from tests.harness.waiting import wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
-HERE = Path(__file__).resolve().parent
-GUNICORN_CONFIG = HERE / "gunicorn_multiproc.py"
 SDK_SETTINGS = "tests.servers.settings_sdk"
 
-DELIVERED = "django_http_responses_delivered_total"
-FAILURES = "django_http_response_delivery_failures_total"
-DURATION = "django_http_delivery_duration_seconds"
-SEND = "django_http_send_duration_seconds"
-BYTES = "django_http_response_sent_bytes_total"
-SENDING = "django_http_responses_sending"
-DISCONNECT = "client_disconnect"
-STREAM_ERROR = "stream_error"
 METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
@@ -271,13 +271,13 @@ class Gunicorn:
         """The master's two workers (not ``gone``), once both loaded the application."""
 
         def ready() -> list[int]:
-            workers = sc.children(self.server.pid)
+            workers = children(self.server.pid)
             marks = {int(p.name) for p in self.ready_dir.iterdir()}
             ok = len(workers) == 2 and gone not in workers and set(workers) <= marks
             return workers if ok else []
 
         try:
-            return sc.wait_for(ready, what="two ready gunicorn workers", timeout=timeout)
+            return wait_for(ready, timeout, what="two ready gunicorn workers")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.server.log_tail()}") from None
 
@@ -296,9 +296,8 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, big_file: str) -> Iterato
         record=record,
         workers=2,
         log_dir=workdir,
-        extra_args=["-c", str(GUNICORN_CONFIG)],
+        multiprocess_dir=multiproc,
         env={
-            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
             "SENT_OTEL_TEST_READY_DIR": str(ready),
             "SENT_OTEL_TEST_FILE": big_file,
         },
@@ -383,10 +382,10 @@ class TestGunicornMultiprocess:
                 head += data
             assert head.startswith(b"HTTP/1.1 200"), head[:200]
             wait_scrape(port, lambda s: s.value(SENDING) == 1, what=f"{SENDING} 1", log=log)
-            victim = sc.wait_for(
-                lambda: sc.socket_owner(client, port, workers) or 0,
+            victim = wait_for(
+                lambda: socket_owner(client, port, workers) or 0,
+                10,
                 what="the worker serving the stalled download",
-                timeout=10,
             )
             assert shares[victim] > 0, f"worker {victim} served nothing before: {shares}"
             os.kill(victim, signal.SIGKILL)
@@ -420,6 +419,42 @@ class TestGunicornMultiprocess:
             log=log,
         )
         assert scrape(port).value(SENDING) == 0
+
+    def test_worker_stopped_with_sigterm_keeps_its_counters(
+        self, gunicorn_traffic: Gunicorn
+    ) -> None:
+        """A graceful worker exit (what gunicorn does on reload and max_requests): everything
+        the worker recorded stays in the totals, its in-flight share goes."""
+        g = gunicorn_traffic
+        port, log = g.server.port, g.server.log_tail
+        workers = g.wait_workers()
+        for _ in range(6):
+            assert full_read(port, "/small/").complete
+        small = label_key({"method": "GET", "route": "small/", "status": "200"})
+        served = collections.Counter(r["pid"] for r in read_records(g.record))
+        victim = max(workers, key=lambda pid: served[pid])
+        assert served[victim] > 0, f"no worker of {workers} served anything: {served}"
+        before = wait_scrape(
+            port,
+            lambda s: (
+                sum(s.series(DELIVERED).values()) + sum(s.series(FAILURES).values())
+                >= sum(served.values())
+            ),
+            what=f"{sum(served.values())} outcomes",
+            log=log,
+        )
+        os.kill(victim, signal.SIGTERM)
+        replacement = g.wait_workers(gone=victim)
+        assert victim not in replacement, f"workers {workers} -> {replacement}"
+        after = scrape(port)
+        for name in (DELIVERED, FAILURES, BYTES, f"{DURATION}_bucket", f"{SEND}_count"):
+            assert after.series(name) == before.series(name), (
+                f"{name} changed after worker {victim} (share {served[victim]}) stopped\n"
+                f"before:\n{before.lines(name)}\nafter:\n{after.lines(name)}\n{log()}"
+            )
+        assert after.series(DELIVERED)[small] >= 6
+        assert after.value(SENDING) == 0
+        assert not list(g.multiproc_dir.glob(f"gauge_livesum_{victim}.db"))
 
 
 # uvicorn, one process, the package's ASGI wrapper
@@ -507,7 +542,7 @@ class TestUvicorn:
         def worker(part: list[tuple[str, str]]) -> None:
             tally: collections.Counter[tuple[str, str]] = collections.Counter()
             size: collections.Counter[str] = collections.Counter()
-            client = sc.KeepAliveClient(port)
+            client = KeepAliveClient(port)
             try:
                 for method, target in part:
                     if time.monotonic() > deadline:

@@ -18,7 +18,7 @@ import pytest
 
 from tests import views
 from tests.harness.clients import abort_after, abort_while_running, full_read, keep_alive_pair
-from tests.recorder import Record, wait_for_records
+from tests.harness.records import Record, wait_for_records
 from tests.servers.accuracy import (
     CUTS_CLEANLY,
     DELIVERED,

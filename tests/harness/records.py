@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.harness.clients import TEST_ID_HEADER
+from tests.harness.waiting import wait_for
+
 ENV_VAR = "SENT_OTEL_TEST_RECORD"
-TEST_ID_HEADER = "X-Test-Id"
-_META_KEY = "HTTP_X_TEST_ID"
+#: How Django's request.META names the clients' ``X-Test-Id`` header.
+_META_KEY = "HTTP_" + TEST_ID_HEADER.upper().replace("-", "_")
 FIELDS = (
     "outcome",
     "reason",
@@ -87,7 +89,7 @@ def connect(path: str | None = None) -> None:
 
     if path:
         os.environ[ENV_VAR] = path
-    response_delivered.connect(record_signal, dispatch_uid="tests.recorder")
+    response_delivered.connect(record_signal, dispatch_uid="tests.harness.records")
 
 
 def callback_for(request: Any) -> Callable[[Any], None]:
@@ -145,20 +147,23 @@ def wait_for_records(
     else:
         done = predicate_or_count
         what = getattr(predicate_or_count, "__name__", "the predicate")
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def selected() -> list[Record]:
         records = read_records(path)
-        if select is not None:
-            records = [r for r in records if select(r)]
-        if done(records):
-            return records
-        if time.monotonic() >= deadline:
-            shown = json.dumps(records[-20:], indent=1, sort_keys=True)
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what} in {path}; "
-                f"{len(records)} matching record(s), last ones:\n{shown}"
-            )
-        time.sleep(interval)
+        return records if select is None else [r for r in records if select(r)]
+
+    def satisfied() -> tuple[list[Record]] | None:
+        records = selected()
+        # Wrapped: an empty list that satisfies the predicate must still end the wait.
+        return (records,) if done(records) else None
+
+    def last_ones() -> str:
+        records = selected()
+        shown = json.dumps(records[-20:], indent=1, sort_keys=True)
+        return f"in {path}; {len(records)} matching record(s), last ones:\n{shown}"
+
+    (records,) = wait_for(satisfied, timeout, what=what, interval=interval, details=last_ones)
+    return records
 
 
 def by_test_id(test_id: str, kind: str | None = "signal") -> Callable[[Record], bool]:

@@ -1,0 +1,121 @@
+"""The previous metrics design, kept as the reference the collector's scrapes must equal.
+
+One prometheus_client ``Counter``/``Histogram``/``Gauge`` child per series, fed the same
+:class:`Delivery` values; exemplars at most once per label set and series per ``interval``
+seconds, as the plugin has always done. Only the tests use it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from time import monotonic
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from django_sent_otel.conf import DEFAULT_BUCKETS
+from django_sent_otel.delivery import Delivery
+
+
+class ReferenceMetrics:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        namespace: str = "django",
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        interval: float = 1.0,
+    ) -> None:
+        common: dict[str, Any] = {"namespace": namespace, "registry": registry}
+        self.delivered = Counter(
+            "http_responses_delivered",
+            "Responses whose whole body was handed to the server (delivered).",
+            ["method", "route", "status"],
+            **common,
+        )
+        self.failures = Counter(
+            "http_response_delivery_failures",
+            "Responses not fully delivered, by reason (client_disconnect, stream_error).",
+            ["method", "route", "status", "reason"],
+            **common,
+        )
+        self.duration = Histogram(
+            "http_delivery_duration_seconds",
+            "Time from request start until the response was delivered.",
+            ["method", "route"],
+            buckets=buckets,
+            **common,
+        )
+        self.send_duration = Histogram(
+            "http_send_duration_seconds",
+            "Time from the handler returning the response until it was delivered.",
+            ["method", "route"],
+            buckets=buckets,
+            **common,
+        )
+        self.sent_bytes = Counter(
+            "http_response_sent_bytes",
+            "Response body bytes handed to the server, failed deliveries included.",
+            ["method", "route"],
+            **common,
+        )
+        self.sending = Gauge(
+            "http_responses_sending",
+            "Responses between handler return and the end of their delivery.",
+            multiprocess_mode="livesum",
+            **common,
+        )
+        self.bounds = sorted(float(b) for b in buckets)
+        self.interval = interval
+        self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._exemplar_at: dict[tuple[Any, ...], float] = {}
+
+    def record(self, delivery: Delivery, span: Any = None) -> None:
+        key = (delivery.method, delivery.route, delivery.status_code, delivery.reason)
+        children = self._children.get(key)
+        if children is None:
+            method, route, status = delivery.method, delivery.route, str(delivery.status_code)
+            if delivery.reason is None:
+                outcome = self.delivered.labels(method, route, status)
+            else:
+                outcome = self.failures.labels(method, route, status, delivery.reason)
+            children = self._children[key] = (
+                outcome,
+                self.duration.labels(method, route),
+                self.send_duration.labels(method, route),
+                self.sent_bytes.labels(method, route),
+            )
+        outcome, duration, send_duration, sent_bytes = children
+        if delivery.reason is None:
+            given = self._exemplars(key, delivery, span)
+            outcome.inc(1, given[0])
+            duration.observe(delivery.duration, given[1])
+            send_duration.observe(delivery.send_duration, given[2])
+        else:
+            outcome.inc()
+        sent_bytes.inc(delivery.bytes_sent)
+
+    def _exemplars(self, key: tuple[Any, ...], delivery: Delivery, span: Any) -> list[Any]:
+        if span is None or not span.get_span_context().trace_flags.sampled:
+            return [None, None, None]
+        ctx = span.get_span_context()
+        exemplar = {
+            "trace_id": format(ctx.trace_id, "032x"),
+            "span_id": format(ctx.span_id, "016x"),
+        }
+        now = monotonic()
+        slots = (
+            ("counter",),
+            ("duration", bisect_left(self.bounds, delivery.duration)),
+            ("send", bisect_left(self.bounds, delivery.send_duration)),
+        )
+        given: list[Any] = []
+        for slot in slots:
+            last = self._exemplar_at.get((key, slot))
+            if last is not None and now - last < self.interval:
+                given.append(None)
+            else:
+                self._exemplar_at[(key, slot)] = now
+                given.append(exemplar)
+        return given

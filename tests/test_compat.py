@@ -1,0 +1,50 @@
+"""The private details of dependencies that ``django_sent_otel._compat`` relies on.
+
+Each test fails loudly when a dependency changes the shape the plugin reads; the fix then
+goes into ``_compat`` alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from django_sent_otel import _compat
+from django_sent_otel.delivery import Delivery
+
+
+def test_new_tuple_builds_a_named_tuple_positionally() -> None:
+    values = ("delivered", None, "GET", "a/", 200, 5, 0.5, 0.25)
+    built = _compat.new_tuple(Delivery, values)
+    assert type(built) is Delivery
+    assert built == Delivery(*values)
+    assert built.route == "a/" and built.send_duration == 0.25
+
+
+def test_opentelemetry_keeps_the_provider_set_in_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert hasattr(trace, "_TRACER_PROVIDER"), "opentelemetry-api renamed _TRACER_PROVIDER"
+    provider = TracerProvider()
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    assert _compat.tracer_provider_set() is provider
+    assert trace.get_tracer_provider() is provider  # the public API reads the same variable
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    assert _compat.tracer_provider_set() is None
+
+
+def test_http_response_keeps_its_body_parts_in_container() -> None:
+    response = HttpResponse(b"ab")
+    response.write(b"cde")
+    response.write("é")
+    parts = _compat.body_parts(response)
+    assert parts is not None, "Django no longer keeps HttpResponse._container as a list"
+    assert sum(map(len, parts)) == len(response.content) == 7
+
+
+def test_other_responses_have_no_body_parts(tmp_path: pytest.TempPathFactory) -> None:
+    assert _compat.body_parts(StreamingHttpResponse(iter([b"x"]))) is None
+    path = tmp_path / "f.bin"  # type: ignore[operator]
+    path.write_bytes(b"data")
+    with open(path, "rb") as f:
+        assert _compat.body_parts(FileResponse(f)) is None
