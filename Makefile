@@ -34,7 +34,7 @@ test: $(VENV)/.installed $(VENV6)/.installed
 	$(MAKE) lint
 	$(VENV)/bin/python -m pytest
 	$(VENV6)/bin/python -m pytest -m "not servers"
-	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne"
+	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(MAKE) django-suite
 
 # Django's own request-handling tests without and with the plugin: no failure may be new.

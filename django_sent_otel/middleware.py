@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -74,8 +75,9 @@ class _CloseHook:
             tracker.finish(reason)
 
     def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        """A body in memory: the server took it all unless an exception is in flight."""
-        return classify(sys.exc_info()[1])
+        """A body in memory: the server took it all unless an exception is in flight (or
+        uWSGI saw the connection reset)."""
+        return _unless_dropped(classify(sys.exc_info()[1]))
 
 
 class _BodilessClose(_CloseHook):
@@ -98,7 +100,9 @@ class _StreamClose(_CloseHook):
         if self.failed:
             return STREAM_ERROR
         reason = classify(sys.exc_info()[1])
-        return CLIENT_DISCONNECT if reason is None and not self.exhausted else reason
+        if reason is None and not self.exhausted:
+            return CLIENT_DISCONNECT
+        return _unless_dropped(reason)
 
 
 class _FileClose(_CloseHook):
@@ -108,11 +112,13 @@ class _FileClose(_CloseHook):
     __slots__ = ()
 
     def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        reason = classify(sys.exc_info()[1])
+        reason = _unless_dropped(classify(sys.exc_info()[1]))
+        if reason is not None:
+            return reason
         size = _content_length(response)
-        if reason is None and size is not None:
+        if size is not None:
             tracker.add_bytes(size)
-        return reason
+        return None
 
 
 class _IteratedFileClose(_CloseHook):
@@ -122,6 +128,8 @@ class _IteratedFileClose(_CloseHook):
 
     def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
         reason = classify(sys.exc_info()[1])
+        if reason is None and _uwsgi_connection_dropped():
+            return CLIENT_DISCONNECT
         size = _content_length(response)
         position = _position(response)
         if reason is None and size is not None and position is not None and position < size:
@@ -131,6 +139,35 @@ class _IteratedFileClose(_CloseHook):
         if sent is not None:
             tracker.add_bytes(sent)
         return reason
+
+
+_HANGUP = select.POLLHUP | select.POLLERR if hasattr(select, "poll") else 0
+
+
+def _uwsgi_connection_dropped() -> bool:
+    """Under uWSGI: whether the client's connection was reset while the server wrote the body.
+
+    uWSGI logs a failed write itself and never raises it into the application, so its close()
+    carries no exception. The request's socket still tells: after a reset the kernel reports
+    POLLHUP (or POLLERR) on it; a client that read everything and closed only half-closes
+    (POLLRDHUP), which is not a hang-up. Outside uWSGI the ``uwsgi`` module does not exist.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None or not _HANGUP:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(uwsgi.connection_fd(), _HANGUP)
+        return any(events & _HANGUP for _, events in poller.poll(0))
+    except Exception:  # not inside a request, or an older uWSGI without connection_fd()
+        return False
+
+
+def _unless_dropped(reason: str | None) -> str | None:
+    """``reason``, or a disconnect when none is known but uWSGI saw the connection reset."""
+    if reason is None and _uwsgi_connection_dropped():
+        return CLIENT_DISCONNECT
+    return reason
 
 
 def _sync_body(iterator: Iterable[bytes], tracker: Tracker, hook: _StreamClose) -> Iterator[bytes]:

@@ -11,6 +11,8 @@ ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.urls"
 INSTALLED_APPS = ["django_sent_otel", "tests"]
 MIDDLEWARE = ["django_sent_otel.middleware.DeliveryMiddleware"]
+if os.environ.get("SENT_OTEL_TEST_ACCEL_BUFFERING"):  # nginx tests: see tests.middleware
+    MIDDLEWARE.append("tests.middleware.accel_buffering")
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 

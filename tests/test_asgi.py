@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 import pytest
@@ -162,6 +163,57 @@ async def test_disconnect_after_completion_is_not_a_failure(deliveries: list[Del
     await serve(DeliveryASGIMiddleware(app), "/x")
     (d,) = deliveries
     assert d.outcome == DELIVERED
+
+
+def _granian_like_send(sent: list[dict[str, Any]]) -> Any:
+    """A send() bound to an object of a ``granian.*`` class, as granian's ASGI server has."""
+
+    protocol = type("ASGIHTTPProtocol", (), {"__module__": "granian._granian"})
+
+    async def send(self: Any, message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return types.MethodType(send, protocol())
+
+
+@pytest.mark.parametrize(
+    ("granian", "outcome"), [(True, "delivered"), (False, "client_disconnect")]
+)
+async def test_disconnect_queued_before_the_final_message(
+    deliveries: list[Delivery], granian: bool, outcome: str
+) -> None:
+    """The server queued http.disconnect after the last body bytes, before the final message.
+
+    Under granian this is a client that read everything and closed (granian reports an abort
+    while the body is still being sent). Other servers drop writes after an abort without
+    telling send(), so there it is the abort, noticed late.
+    """
+    sent: list[dict[str, Any]] = []
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+
+    async def plain_send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+
+        async def listen() -> None:
+            await receive()  # Django's disconnect listener
+
+        listener = asyncio.ensure_future(listen())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"all of it", "more_body": True})
+        queue.put_nowait({"type": "http.disconnect"})
+        await send({"type": "http.response.body", "body": b""})
+        listener.cancel()
+
+    send = _granian_like_send(sent) if granian else plain_send
+    await DeliveryASGIMiddleware(app)(scope("/x"), queue.get, send)
+    await asyncio.gather(*signals._pending)
+    (d,) = deliveries
+    assert (d.outcome, d.bytes_sent) == (outcome, 9)
+    assert sent[-1] == {"type": "http.response.body", "body": b""}
 
 
 async def test_head_is_delivered_with_headers(deliveries: list[Delivery]) -> None:

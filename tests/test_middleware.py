@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import select
+import socket
+import struct
+import sys
 from typing import Any
 
 import pytest
@@ -437,7 +441,7 @@ def test_body_written_in_parts_is_counted_without_joining(deliveries: Deliveries
     b"".join(response)
     response.close()
     delivery = deliveries.only()
-    assert (delivery.outcome, delivery.bytes_sent) == ("delivered", 1007)
+    assert (delivery.outcome, delivery.bytes_sent) == (DELIVERED, 1007)
 
 
 @pytest.mark.parametrize(
@@ -473,3 +477,58 @@ def test_django_instrumentation_exclusions_are_honoured(
         pipeline.reset()
     routes = [d.route for d in deliveries]
     assert routes == (["articles/<int:year>/"] if excluded else ["small/", "articles/<int:year>/"])
+
+
+class _FakeUwsgi:
+    """Stands in for the ``uwsgi`` module uWSGI provides inside its workers."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def connection_fd(self) -> int:
+        return self.fd
+
+
+def _loopback_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    assert poller.poll(5000), "the client's close never reached the server socket"
+
+
+@pytest.mark.parametrize(
+    ("client_closes", "outcome"),
+    [("reset", CLIENT_DISCONNECT), ("half-close", DELIVERED), ("stays", DELIVERED)],
+)
+def test_uwsgi_reset_connection_is_a_disconnect(
+    deliveries: Deliveries,
+    monkeypatch: pytest.MonkeyPatch,
+    client_closes: str,
+    outcome: str,
+) -> None:
+    """uWSGI raises no write error into the application: close() asks the request's socket.
+
+    A reset (RST) is a hang-up; a client that read everything and closed (FIN) is not.
+    """
+    client, server = _loopback_pair()
+    try:
+        if client_closes == "reset":
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            _wait_readable(server)
+        elif client_closes == "half-close":
+            client.shutdown(socket.SHUT_WR)
+            _wait_readable(server)
+        monkeypatch.setitem(sys.modules, "uwsgi", _FakeUwsgi(server.fileno()))
+        assert Client().get("/small/").status_code == 200
+    finally:
+        client.close()
+        server.close()
+    d = deliveries.only()
+    assert (d.outcome, d.route) == (outcome, "small/")

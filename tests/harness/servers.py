@@ -44,9 +44,30 @@ KINDS = (
     "hypercorn",
     "waitress",
     "runserver",
+    "granian-wsgi",
+    "granian-asgi",
+    "uwsgi",
+    "uwsgi-threads",
+    "gunicorn-gevent",
+    "gunicorn-uvicorn",
+    "uwsgi-socket",
 )
-WSGI_KINDS = frozenset({"gunicorn-sync", "gunicorn-gthread", "waitress", "runserver"})
-ASGI_KINDS = frozenset({"uvicorn", "uvicorn-plain", "daphne", "hypercorn"})
+WSGI_KINDS = frozenset(
+    {
+        "gunicorn-sync",
+        "gunicorn-gthread",
+        "waitress",
+        "runserver",
+        "granian-wsgi",
+        "uwsgi",
+        "uwsgi-threads",
+        "gunicorn-gevent",
+        "uwsgi-socket",
+    }
+)
+ASGI_KINDS = frozenset(
+    {"uvicorn", "uvicorn-plain", "daphne", "hypercorn", "granian-asgi", "gunicorn-uvicorn"}
+)
 
 #: The gunicorn config a multiprocess server gets: the package's hooks (see that module).
 MULTIPROCESS_CONFIG = "python:tests.harness.gunicorn_multiproc"
@@ -79,9 +100,9 @@ class Spec:
         return f"{HOST}:{self.port}"
 
 
-def _gunicorn(worker_class: str) -> Callable[[Spec], list[str]]:
+def _gunicorn(worker_class: str, default_app: str = WSGI_APP) -> Callable[[Spec], list[str]]:
     def build(spec: Spec) -> list[str]:
-        argv = [sys.executable, "-m", "gunicorn", spec.app or WSGI_APP, "--bind", spec.bind]
+        argv = [sys.executable, "-m", "gunicorn", spec.app or default_app, "--bind", spec.bind]
         argv += ["--workers", str(spec.workers), "--worker-class", worker_class]
         if worker_class == "gthread":
             argv += ["--threads", str(spec.threads)]
@@ -125,6 +146,25 @@ def _runserver(spec: Spec) -> list[str]:
     return [sys.executable, "-m", "django", "runserver", spec.bind, "--noreload", "--skip-checks"]
 
 
+def _granian(interface: str, default_app: str) -> Callable[[Spec], list[str]]:
+    def build(spec: Spec) -> list[str]:
+        argv = [sys.executable, "-m", "granian", "--interface", interface, "--host", HOST]
+        argv += ["--port", str(spec.port), "--workers", str(spec.workers), "--no-ws"]
+        return [*argv, "--workers-kill-timeout", "10", spec.app or default_app]
+
+    return build
+
+
+def _uwsgi(proto: str, *, threaded: bool = False) -> Callable[[Spec], list[str]]:
+    def build(spec: Spec) -> list[str]:
+        argv = uwsgi_command(spec.bind, spec.app or WSGI_APP, workers=spec.workers, proto=proto)
+        if threaded:
+            argv += ["--threads", str(spec.threads)]
+        return argv
+
+    return build
+
+
 #: kind -> the argv that starts it. A new kind is one builder here and its name in ``KINDS``
 #: (and ``WSGI_KINDS`` or ``ASGI_KINDS``).
 COMMANDS: dict[str, Callable[[Spec], list[str]]] = {
@@ -136,9 +176,16 @@ COMMANDS: dict[str, Callable[[Spec], list[str]]] = {
     "hypercorn": _hypercorn,
     "waitress": _waitress,
     "runserver": _runserver,
+    "granian-wsgi": _granian("wsgi", WSGI_APP),
+    "granian-asgi": _granian("asgi", ASGI_APP),
+    "uwsgi": _uwsgi("http"),
+    "uwsgi-threads": _uwsgi("http", threaded=True),
+    "gunicorn-gevent": _gunicorn("gevent"),
+    "gunicorn-uvicorn": _gunicorn("uvicorn_worker.UvicornWorker", ASGI_APP),
+    "uwsgi-socket": _uwsgi("uwsgi"),
 }
 #: Servers that take the application as their last argument: options go before it.
-APP_LAST = frozenset({"daphne", "waitress"})
+APP_LAST = frozenset({"daphne", "waitress", "granian-wsgi", "granian-asgi"})
 
 
 def command(
@@ -159,6 +206,45 @@ def command(
     if kind in APP_LAST:
         return [*argv[:-1], *extra_args, argv[-1]]
     return [*argv, *extra_args]
+
+
+def uwsgi_binary() -> str:
+    """The ``uwsgi`` program installed next to this interpreter (pip builds it)."""
+    return str(Path(sys.executable).with_name("uwsgi"))
+
+
+def uwsgi_command(
+    socket_option: str, app: str, *, workers: int = 1, proto: str = "http"
+) -> list[str]:
+    """uWSGI with a master and ``workers`` processes, serving ``app`` (``module:callable``).
+
+    ``proto`` ``"http"`` speaks HTTP on ``--http-socket``; ``"uwsgi"`` the uwsgi protocol on
+    ``--socket`` (behind nginx's ``uwsgi_pass``).
+    """
+    option = "--http-socket" if proto == "http" else "--socket"
+    module, _, callable_ = app.partition(":")
+    return [
+        uwsgi_binary(),
+        option,
+        socket_option,
+        "--module",
+        module,
+        "--callable",
+        callable_ or "application",
+        "--master",
+        "--processes",
+        str(workers),
+        "--need-app",
+        "--strict",
+        "--die-on-term",
+        "--enable-threads",
+        "--virtualenv",
+        sys.prefix,
+        "--reload-mercy",
+        "10",
+        "--worker-reload-mercy",
+        "10",
+    ]
 
 
 @functools.cache

@@ -106,6 +106,36 @@ NO_WRAPPER_ABORT = (
     "bodies from memory without noticing the disconnect"
 )
 
+GRANIAN_WSGI_BODY = (
+    "blind spot: granian (WSGI) takes a body Django hands over in one piece into its own "
+    "buffers and never reports a failed write (close() carries no exception); reported "
+    "delivered. Streams are seen: granian stops iterating"
+)
+WSGI_ASYNC_BODY = (
+    "blind spot: under WSGI Django reads an async body whole before the server sends any of "
+    "it, so only an exception in flight at close() could tell, and this server raises none"
+)
+GRANIAN_EARLY = "blind spot: granian (WSGI) does not watch the socket while the application runs"
+GRANIAN_ASGI_BUFFERS = (
+    "granian (ASGI) takes body messages into its own buffers without waiting for the socket: "
+    "the final send may complete before the reset is seen; either outcome"
+)
+GRANIAN_ASGI_ERROR = (
+    "granian (ASGI) had not sent the headers yet and answers 500 itself; the outcome is "
+    "still recorded"
+)
+
+PROXY_BUFFERED = (
+    "nginx buffers the response (proxy_buffering / uwsgi_buffering on): when it took the whole "
+    "8 MB body from the application before the reset reached it, the application delivered it "
+    "to the proxy; otherwise nginx closes the upstream connection and the application sees "
+    "the disconnect"
+)
+PROXY_SOCKETS = (
+    "unbuffered, the socket buffers on both sides of nginx can still hold most of an 8 MB "
+    "body: either outcome"
+)
+
 FULL_VIEWS = tuple(VIEWS)
 ABORT_VIEWS = ("small", "big", "stream", "astream", "file")
 EARLY_VIEWS = ("slow", "aslow")
@@ -145,6 +175,19 @@ _ASGI_BACKPRESSURE = {
     "file": ok(DISCONNECT),
 }
 
+
+def _behind_nginx(big: str) -> dict[str, Expect]:
+    """nginx closes the upstream connection when the client leaves (proxy_ignore_client_abort
+    off), so the application sees aborts; only a body nginx took whole before is delivered."""
+    return {
+        "small": ok(DELIVERED, KERNEL),
+        "big": race(DELIVERED, DISCONNECT, note=big),
+        "stream": ok(DISCONNECT),
+        "astream": ok(DISCONNECT),
+        "file": ok(DISCONNECT),
+    }
+
+
 # A deliberate baseline of the repetition check: servers with their own behaviour spell out
 # their cells (waitress and daphne look alike in shape, not in what they expect).
 EXPECTED: dict[str, dict[str, Expect]] = {
@@ -178,6 +221,39 @@ EXPECTED: dict[str, dict[str, Expect]] = {
             }
         ),
     },
+    "granian-wsgi": {
+        **_full(),
+        **_rest(
+            {
+                "small": ok(DELIVERED, KERNEL),
+                "big": blind(GRANIAN_WSGI_BODY),
+                "stream": ok(DISCONNECT),
+                "astream": blind(WSGI_ASYNC_BODY),
+                "file": ok(DISCONNECT),
+            },
+            {"slow": blind(GRANIAN_EARLY), "aslow": blind(GRANIAN_EARLY)},
+        ),
+    },
+    "granian-asgi": {
+        **_full(ok(STREAM_ERROR, GRANIAN_ASGI_ERROR)),
+        **_rest(
+            {
+                "small": ok(DELIVERED, KERNEL),
+                "big": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+                "stream": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+                "astream": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+                "file": race(DELIVERED, DISCONNECT, note=GRANIAN_ASGI_BUFFERS),
+            }
+        ),
+    },
+    "uwsgi": {**_full(), **_rest(_WSGI_SOCKET)},
+    "uwsgi-threads": {**_full(), **_rest(_WSGI_SOCKET)},
+    "gunicorn-gevent": {**_full(), **_rest(_WSGI_SOCKET)},
+    "gunicorn-uvicorn": {**_full(), **_rest(_ASGI_BACKPRESSURE)},
+    "nginx-gunicorn": {**_full(), **_rest(_behind_nginx(PROXY_BUFFERED))},
+    "nginx-unbuffered": {**_full(), **_rest(_behind_nginx(PROXY_SOCKETS))},
+    "nginx-accel": {**_full(), **_rest(_behind_nginx(PROXY_SOCKETS))},
+    "nginx-uwsgi": {**_full(), **_rest(_behind_nginx(PROXY_BUFFERED))},
     # Django's own ASGI handler with the middleware alone (no wrapper): a small set.
     "uvicorn-plain": {
         "small/full": ok(DELIVERED),
@@ -196,9 +272,21 @@ EXPECTED: dict[str, dict[str, Expect]] = {
 
 #: Servers whose connections really carry a second request (others close after a response
 #: without Content-Length, or always).
-KEEPS_ALIVE = frozenset({"gunicorn-gthread", "uvicorn", "uvicorn-plain", "daphne", "hypercorn"})
+KEEPS_ALIVE = frozenset(
+    {"gunicorn-gthread", "uvicorn", "uvicorn-plain", "daphne", "hypercorn"}
+    | {"nginx-gunicorn", "nginx-unbuffered", "nginx-accel", "nginx-uwsgi"}
+)
+#: Servers that end a chunked body cleanly after the body raised: the client sees a
+#: complete-looking, truncated 200 (the plugin still records the stream_error). uWSGI over
+#: the uwsgi protocol ends a response by closing the connection, which nginx takes as the end.
+CUTS_CLEANLY = frozenset({"granian-wsgi", "nginx-uwsgi"})
+#: Servers that answer 500 themselves when the body fails before they sent the headers.
+ERROR_500 = frozenset({"granian-asgi"})
 #: Servers that send a FileResponse with sendfile: Python never reads the file.
-ZERO_COPY = frozenset({"gunicorn-sync", "gunicorn-gthread"})
+ZERO_COPY = frozenset(
+    {"gunicorn-sync", "gunicorn-gthread", "uwsgi", "uwsgi-threads"}
+    | {"nginx-gunicorn", "nginx-unbuffered", "nginx-accel", "nginx-uwsgi"}
+)
 
 _SHORT = {DELIVERED: "delivered", DISCONNECT: "disconnect", STREAM_ERROR: "stream_error"}
 
@@ -214,16 +302,41 @@ def _label(expect: Expect, notes: dict[str, int]) -> str:
     return text
 
 
-def render_table() -> str:
-    """The Markdown table of :data:`EXPECTED` (servers as columns), with numbered notes."""
-    servers = list(EXPECTED)
+#: The README's tables: the servers a client talks to directly, then production servers and
+#: nginx in front (one table with every column would not fit a page).
+TABLES = (
+    (
+        "gunicorn-sync",
+        "gunicorn-gthread",
+        "runserver",
+        "waitress",
+        "uvicorn",
+        "hypercorn",
+        "daphne",
+        "uvicorn-plain",
+    ),
+    (
+        "granian-wsgi",
+        "granian-asgi",
+        "uwsgi",
+        "uwsgi-threads",
+        "gunicorn-gevent",
+        "gunicorn-uvicorn",
+        "nginx-gunicorn",
+        "nginx-unbuffered",
+        "nginx-accel",
+        "nginx-uwsgi",
+    ),
+)
+
+
+def _table(servers: tuple[str, ...], notes: dict[str, int]) -> list[str]:
     cells: list[str] = []
     for scenario in SCENARIOS:
         for view in VIEWS:
             cell = f"{view}/{scenario}"
             if any(cell in EXPECTED[s] for s in servers):
                 cells.append(cell)
-    notes: dict[str, int] = {}
     lines = [
         "| view / client | " + " | ".join(servers) + " |",
         "|---|" + "---|" * len(servers),
@@ -231,7 +344,16 @@ def render_table() -> str:
     for cell in cells:
         row = [_label(EXPECTED[s][cell], notes) if cell in EXPECTED[s] else "" for s in servers]
         lines.append(f"| `{cell}` | " + " | ".join(row) + " |")
-    lines += ["", textwrap.fill(LEGEND, 100), ""]
+    return lines
+
+
+def render_table() -> str:
+    """The Markdown tables of :data:`EXPECTED` (servers as columns), with numbered notes."""
+    notes: dict[str, int] = {}
+    lines: list[str] = []
+    for servers in TABLES:
+        lines += [*_table(servers, notes), ""]
+    lines += [textwrap.fill(LEGEND, 100, break_on_hyphens=False), ""]
     for note, number in notes.items():
         lines.append(textwrap.fill(f"{number}. {note}", 100, subsequent_indent="   "))
     return "\n".join(lines) + "\n"
@@ -244,5 +366,9 @@ LEGEND = (
     "everything; `abort` resets the connection (RST) after 16 KB of body; `early` resets while "
     "the view still runs; `head` sends HEAD; `keep-alive` sends two requests on one connection. "
     "`disconnect` is `client_disconnect`; `uvicorn-plain` is Django's own ASGI handler with the "
-    "middleware alone (no wrapper)."
+    "middleware alone (no wrapper). `nginx-gunicorn`: nginx with its defaults "
+    "(`proxy_buffering on`) in front of gunicorn sync; `nginx-unbuffered`: with "
+    "`proxy_buffering off`; `nginx-accel`: buffering on, every response carrying "
+    "`X-Accel-Buffering: no`; `nginx-uwsgi`: `uwsgi_pass` to uWSGI (uwsgi protocol); "
+    "`uwsgi`: `--http-socket`, master and one process, `uwsgi-threads` with 4 threads."
 )

@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 
 from tests.harness.data import ensure_big_file
+from tests.harness.proxy import TOPOLOGIES, Proxied, nginx_binary
 from tests.harness.records import Record, read_records, wait_for_records
 from tests.harness.servers import Server
 from tests.harness.tools import need_binary
@@ -33,6 +34,16 @@ SERVER_MODULES = {
     "hypercorn": "hypercorn",
     "waitress": "waitress",
     "runserver": "django",
+    "granian-wsgi": "granian",
+    "granian-asgi": "granian",
+    "uwsgi": "uwsgidecorators",  # installed with uWSGI; ``uwsgi`` exists only inside it
+    "uwsgi-threads": "uwsgidecorators",
+    "gunicorn-gevent": "gevent",
+    "gunicorn-uvicorn": "uvicorn_worker",
+    "nginx-gunicorn": "gunicorn",
+    "nginx-unbuffered": "gunicorn",
+    "nginx-accel": "gunicorn",
+    "nginx-uwsgi": "uwsgidecorators",
 }
 #: Log lines of the plugin that are expected (everything else it logs is a failure).
 EXPECTED_LOG = re.compile(r"running under ASGI without the delivery wrapper")
@@ -41,7 +52,7 @@ EXPECTED_LOG = re.compile(r"running under ASGI without the delivery wrapper")
 class Running:
     """A started server, its record file and the requests sent to it (by test id)."""
 
-    def __init__(self, kind: str, server: Server, record: Path, workdir: Path) -> None:
+    def __init__(self, kind: str, server: Server | Proxied, record: Path, workdir: Path) -> None:
         self.kind = kind
         self.server = server
         self.record = record
@@ -139,6 +150,18 @@ class ServerPool:
             need_binary(None, f"{module} (for the {kind} server)")
         workdir = self.tmp_path_factory.mktemp(kind)
         record = workdir / "records.jsonl"
+        instance: Server | Proxied
+        if kind in TOPOLOGIES:
+            need_binary(nginx_binary(), "nginx")
+            instance = Proxied(
+                kind,
+                record=record,
+                log_dir=workdir,
+                env={"SENT_OTEL_TEST_FILE": self.big_file},
+            )
+            instance.start()
+            self.current = Running(kind, instance, record, workdir)
+            return self.current
         instance = Server(
             kind,
             record=record,
