@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from django_sent_otel.tracing import LEGACY_OUTCOME_ATTRIBUTE, OUTCOME_ATTRIBUTE
 from tests.harness import clients
 from tests.harness.otlp import OTLPReceiver, ReceivedSpan
 from tests.harness.records import Record, by_test_id, wait_for_records
@@ -96,10 +97,10 @@ def spans_of(otlp: OTLPReceiver, trace_id: str) -> tuple[ReceivedSpan, ReceivedS
 
 
 def outcome_of(span: ReceivedSpan) -> object:
-    """The outcome attribute, under whichever namespaced key the span carries it."""
-    values = [v for k, v in span.attributes.items() if k.endswith("outcome")]
-    assert len(values) == 1, span.short()
-    return values[0]
+    """The outcome attribute (the deprecated key, still set, carries the same value)."""
+    value = span.attributes.get(OUTCOME_ATTRIBUTE)
+    assert span.attributes.get(LEGACY_OUTCOME_ATTRIBUTE) == value, span.short()
+    return value
 
 
 def check_parents(running: Running, theirs: ReceivedSpan, ours: ReceivedSpan, caller: str) -> None:
