@@ -21,8 +21,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from tests.harness.lifecycle import Started
 from tests.harness.servers import HOST, Server, ServerError, _status, free_port
 from tests.middleware import ENV_VAR as ACCEL_ENV
 
@@ -97,7 +97,7 @@ http {{
 """
 
 
-class Proxied:
+class Proxied(Started):
     """nginx in front of a started application server (see the module docstring)."""
 
     def __init__(
@@ -196,17 +196,6 @@ class Proxied:
             except subprocess.TimeoutExpired:
                 self._kill()
         return self.backend.stop()
-
-    def __enter__(self) -> Proxied:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def access_log(self) -> str:
         try:

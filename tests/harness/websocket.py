@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from types import TracebackType
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -23,11 +22,12 @@ from wsproto.events import (
 )
 
 from tests.harness.clients import DEFAULT_TIMEOUT, HOST, TEST_ID_HEADER, connect, new_test_id
+from tests.harness.lifecycle import Started
 
 _RECV = 64 * 1024
 
 
-class WebSocket:
+class WebSocket(Started):
     """One client WebSocket connection on 127.0.0.1 (``with WebSocket(port, "/ws/") as ws``)."""
 
     def __init__(self, port: int, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -109,13 +109,8 @@ class WebSocket:
             self._sock = None
         return self.close_code
 
-    def __enter__(self) -> WebSocket:
+    def start(self) -> WebSocket:
         return self.open()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def stop(self) -> int | None:
+        return self.close()
