@@ -14,7 +14,7 @@ handler inside ``DeliveryASGIMiddleware``, as the project's ASGI entry point doe
 workers are forked (``--parallel``), so they inherit all of it.
 
 With ``SENT_OTEL_TEST_RECORD=<path>`` every delivery is appended to ``path`` as a JSON line
-(the test harness's recorder), which proves the plugin really saw the suite's responses.
+(the test harness's records), which proves the plugin really saw the suite's responses.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def switch_plugin_on() -> None:
             settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, PLUGIN_APP]
         real_setup(*args, **kwargs)
         if os.environ.get("SENT_OTEL_TEST_RECORD"):
-            from tests import recorder
+            from tests.harness import records
 
-            recorder.connect()
+            records.connect()
 
     django.setup = setup  # type: ignore[assignment]
 
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
     if not (here / "runtests.py").is_file():
         raise SystemExit(f"run this from the tests/ directory of Django's sources, not {here}")
     # As when runtests.py is run as a script: its directory first on the path. The project's
-    # root goes last, only for the recorder (``tests.recorder``): Django's test apps win.
+    # root goes last, only for the records (``tests.harness.records``): Django's test apps win.
     sys.path[0] = str(here)
     sys.path.append(str(REPO_ROOT))
     if mode == "plugin":
