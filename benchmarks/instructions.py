@@ -54,6 +54,9 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int) -> int:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env[configs.ENV_VAR] = config
     env["PYTHONPATH"] = str(ROOT)
+    # String hashes are randomised per process: dict layouts, and so the counts, would move
+    # by a few thousand instructions per request between runs of the same code.
+    env["PYTHONHASHSEED"] = "0"
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [

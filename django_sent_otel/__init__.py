@@ -35,7 +35,11 @@ def on_delivered(request: Any, callback: Callable[[Delivery], object]) -> bool:
         )
         return False
     if tracker.callbacks is None:
+        from .signals import SIGNAL_SINK
+
         tracker.callbacks = [callback]
+        if SIGNAL_SINK not in tracker.sinks:  # no receivers: the sink runs for this request
+            tracker.sinks = (*tracker.sinks, SIGNAL_SINK)
     else:
         tracker.callbacks.append(callback)
     return True

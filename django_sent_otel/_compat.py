@@ -6,6 +6,7 @@ public fallback so a change costs speed, never correctness.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -18,6 +19,15 @@ new_tuple: Final = tuple.__new__
 UNKNOWN: Final[Any] = object()
 
 
+def _exc_info_exception() -> BaseException | None:
+    return sys.exc_info()[1]
+
+
+#: The exception being handled, or None: ``sys.exception()`` (Python 3.11+, no tuple built)
+#: or its older spelling.
+current_exception: Final = getattr(sys, "exception", _exc_info_exception)
+
+
 def tracer_provider_set() -> Any:
     """The provider set in code with ``trace.set_tracer_provider()``, None when none was set,
     or :data:`UNKNOWN`. opentelemetry-api keeps it in ``trace._TRACER_PROVIDER``; reading it
@@ -25,9 +35,12 @@ def tracer_provider_set() -> Any:
     return getattr(trace, "_TRACER_PROVIDER", UNKNOWN)
 
 
-def body_parts(response: Any) -> list[bytes] | None:
-    """The parts of an ``HttpResponse`` body (Django's ``_container``), or None. Summing their
-    lengths spares the copy that ``response.content`` makes by joining them ("plugin-metrics"
-    row with a multi-part body)."""
-    container = response.__dict__.get("_container")
-    return container if type(container) is list else None
+def body_size(response: Any) -> int | None:
+    """The length of an ``HttpResponse`` body from its parts (Django's ``_container``), or
+    None. Summing their lengths spares the copy that ``response.content`` makes by joining
+    them ("plugin-metrics" row with a multi-part body)."""
+    try:
+        container = response._container
+        return len(container[0]) if len(container) == 1 else sum(map(len, container))
+    except (AttributeError, TypeError, KeyError):  # not a list of bytes
+        return None

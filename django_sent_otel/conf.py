@@ -78,8 +78,28 @@ def _bool(value: Any) -> bool:
     return value
 
 
-def _excluded(value: Any) -> re.Pattern[str] | None:
+# ``^`` + a path without a regular-expression metacharacter + ``$``.
+_LITERAL_PATH = re.compile(r"\^([^.^$*+?{}\[\]\\|()]*)\$")
+
+
+class ExcludedPaths(NamedTuple):
+    """``SENT_OTEL_EXCLUDED_PATHS`` as searched on every request: the patterns that match one
+    literal path (``^/metrics$``) become a set, the others one regular expression. The
+    answers are those of searching each pattern; the common case costs a set lookup."""
+
+    exact: frozenset[str]
+    pattern: re.Pattern[str] | None
+
+    def search(self, path: str) -> bool:
+        return path in self.exact or (
+            self.pattern is not None and self.pattern.search(path) is not None
+        )
+
+
+def _excluded(value: Any) -> ExcludedPaths | None:
     patterns = _sequence(value, "Use a list of regular expressions, e.g. [r'^/health$'].")
+    exact: set[str] = set()
+    others: list[str] = []
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise SettingError("Every entry must be a string.", got=pattern)
@@ -87,7 +107,15 @@ def _excluded(value: Any) -> re.Pattern[str] | None:
             re.compile(pattern)
         except re.error as exc:
             raise PatternError(f"{pattern!r}: {exc}") from None
-    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        literal = _LITERAL_PATH.fullmatch(pattern)
+        if literal is None:
+            others.append(pattern)
+        else:  # ``$`` also matches just before a final newline
+            exact.update((literal[1], literal[1] + "\n"))
+    if not patterns:
+        return None
+    other = re.compile("|".join(f"(?:{p})" for p in others)) if others else None
+    return ExcludedPaths(frozenset(exact), other)
 
 
 def _namespace(value: Any) -> str:
@@ -227,7 +255,7 @@ class Settings:
     """The parsed ``SENT_OTEL_*`` settings as attributes, one property per table entry."""
 
     ENABLED: bool
-    EXCLUDED_PATHS: re.Pattern[str] | None
+    EXCLUDED_PATHS: ExcludedPaths | None
     METRICS_ENABLED: bool
     METRICS_NAMESPACE: str
     METRICS_BUCKETS: tuple[float, ...]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, NamedTuple, Protocol
@@ -23,8 +26,6 @@ TRACKER_ATTR: Final = "_sent_otel_tracker"
 #: The scope key under which the ASGI wrapper hands the middleware its decision: the tracker,
 #: or None when the request is not tracked (disabled, excluded path).
 SCOPE_KEY: Final = "django_sent_otel.tracker"
-#: A view (such as /metrics) sets this attribute on the request to stay untracked.
-UNTRACKED_ATTR: Final = "_sent_otel_untracked"
 
 DELIVERED: Final = "delivered"
 CLIENT_DISCONNECT: Final = "client_disconnect"
@@ -128,11 +129,16 @@ def route_of(request: Any) -> str | None:
 
 
 class Sink(Protocol):
-    """Consumes the two events of a tracked response, in a fixed order with other sinks."""
+    """Consumes the two events of a tracked response, in a fixed order with other sinks.
+
+    ``finished`` gets the tracker with its outcome decided (``reason``, ``duration``,
+    ``send_duration``); a sink that hands the outcome on reads :attr:`Tracker.delivery`, built
+    on first use, so a request nobody receives a ``Delivery`` for never builds one.
+    """
 
     def handler_returned(self, tracker: Tracker) -> None: ...
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None: ...
+    def finished(self, tracker: Tracker) -> None: ...
 
 
 def _sink_failed(sink: object, event: str) -> None:
@@ -147,6 +153,37 @@ def _sink_failed(sink: object, event: str) -> None:
 #: metrics sink's exemplars read it, so tracing must come first).
 TRACING_SLOTS: Final = ("span", "trace_start")
 
+# Handler returns, and ends of delivery that followed one, in this process: the responses being
+# sent right now are their difference, taken when someone asks (the in-flight gauge at scrape).
+# ``next()`` of an itertools.count is one atomic step, so the request path takes no lock.
+_returns = itertools.count()
+_ends = itertools.count()
+_count_returned = _returns.__next__
+_count_ended = _ends.__next__
+_sending_lock = threading.Lock()
+
+
+def sending() -> int:
+    """Tracked responses between handler return and the end of their delivery, now."""
+    with _sending_lock:
+        # Each read adds one to both counts, so the difference is unchanged; ends are read
+        # first so that they never exceed returns.
+        ended = next(_ends)
+        returned = next(_returns)
+    return max(returned - ended, 0)
+
+
+def _forked() -> None:
+    """In a forked child the parent's responses in flight are not this process's."""
+    global _returns, _ends, _count_returned, _count_ended, _sending_lock
+    _returns, _ends = itertools.count(), itertools.count()
+    _count_returned, _count_ended = _returns.__next__, _ends.__next__
+    _sending_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
 
 class Tracker:
     """The state of one tracked response, from request start to exactly one outcome.
@@ -156,74 +193,89 @@ class Tracker:
     handed over, and :meth:`finish` when delivery ends. The first :meth:`finish` decides;
     later calls are no-ops. The tracker holds the request and response only until it
     finishes, so it never keeps a reference cycle alive. Adapter state (how the body ended)
-    stays in the adapters; the tracing sink keeps its own in :data:`TRACING_SLOTS`.
+    stays in the adapters (the middleware's subclass); the tracing sink keeps its own in
+    :data:`TRACING_SLOTS`. Every request builds one, so it is lean: slots, positional
+    arguments, no ``Delivery`` unless a sink asks for it.
     """
 
     __slots__ = (
+        "_delivery",
         "_open",
         "bytes_sent",
         "callbacks",  # on_delivered() appends, the signal sink runs them
+        "duration",
         "method",
+        "reason",
         "request",
         "response",
         "returned_at",
         "returned_sinks",
         "route",
+        "send_duration",
         "sinks",
         "started_at",
         "status_code",
         *TRACING_SLOTS,
     )
+    reason: str | None
+    duration: float
+    send_duration: float
+    _delivery: Delivery
 
     def __init__(
         self,
-        method: str,
-        sinks: Sequence[Sink],
-        *,
-        started_at: float | None = None,
-        request: Any = None,
+        method: str | None = "",
+        sinks: Sequence[Sink] = (),
         returned_sinks: Sequence[Sink] | None = None,
+        request: Any = None,
+        started_at: float | None = None,
     ) -> None:
-        self.method = normalize_method(method)
+        self.method = method if method in METHODS else normalize_method(method)
         self.sinks = sinks
         # The sinks with work to do when the handler returns (all of them unless told).
         self.returned_sinks = sinks if returned_sinks is None else returned_sinks
         self.started_at = perf_counter() if started_at is None else started_at
         self.request = request
         self.response: Any = None
-        self.route = UNMATCHED
-        self.status_code = 0
-        self.bytes_sent = 0
         self.returned_at: float | None = None
         self.span: Any = None
         self.trace_start: Any = None
         self.callbacks: list[Callable[[Delivery], object]] | None = None
-        # A one-element list: ``pop()`` is atomic, so two threads can never both finish.
+        self.route = UNMATCHED
+        self.status_code = self.bytes_sent = 0
+        # ``reason``, ``duration``, ``send_duration`` and ``_delivery`` are set by finish():
+        # nobody reads them before. A one-element list: ``pop()`` is atomic, so two threads
+        # can never both finish.
         self._open = [True]
 
     @property
     def done(self) -> bool:
         return not self._open
 
+    @property
+    def outcome(self) -> str:
+        return self.reason or DELIVERED
+
     def handler_returned(
         self,
-        *,
         route: str | None,
         status_code: int,
         response: Any = None,
         at: float | None = None,
-    ) -> None:
-        """The handler returned its response: the send phase starts now.
+    ) -> bool:
+        """The handler returned its response: the send phase starts now. False when the
+        outcome was already decided (or the tracker discarded): nothing left to observe.
 
         A later call before the outcome (the ASGI wrapper seeing ``http.response.start`` after
         the middleware) only records the status the server got; a call after it is ignored.
         """
         if not self._open:
-            return  # a late response after the outcome was decided
+            return False  # a late response after the outcome was decided
         if self.returned_at is not None:
             self.status_code = status_code
-            return
+            return True
         self.returned_at = perf_counter() if at is None else at
+        _count_returned()
         if route:
             self.route = route
         self.status_code = status_code
@@ -233,6 +285,7 @@ class Tracker:
                 sink.handler_returned(self)
             except Exception:
                 _sink_failed(sink, "handler_returned")
+        return True
 
     def add_bytes(self, count: int) -> None:
         self.bytes_sent += count
@@ -243,22 +296,48 @@ class Tracker:
             self._open.clear()
             self.request = self.response = None
 
-    def finish(self, reason: str | None = None, *, at: float | None = None) -> Delivery | None:
-        """Decide the outcome (``reason`` None means delivered) unless already decided."""
+    def finish(self, reason: str | None = None, at: float | None = None) -> bool:
+        """Decide the outcome (``reason`` None means delivered) unless already decided;
+        True when this call decided it."""
         try:
             self._open.pop()
         except IndexError:
-            return None
+            return False
         end = perf_counter() if at is None else at
         returned = self.returned_at
-        if returned is None and self.request is not None:
-            # Ended before the handler returned (the client left while the view ran): the
-            # route is known once URL resolution ran, before the view.
-            self.route = route_of(self.request) or self.route
+        if returned is None:
+            if self.request is not None:
+                # Ended before the handler returned (the client left while the view ran):
+                # the route is known once URL resolution ran, before the view.
+                self.route = route_of(self.request) or self.route
+            self.send_duration = 0.0
+        else:
+            _count_ended()
+            send = end - returned
+            self.send_duration = send if send > 0.0 else 0.0
         duration = end - self.started_at
-        send_duration = 0.0 if returned is None else end - returned
+        self.duration = duration if duration > 0.0 else 0.0
+        self.reason = reason
+        for sink in self.sinks:
+            try:
+                sink.finished(self)
+            except Exception:
+                _sink_failed(sink, "finished")
+        self.request = self.response = self.span = self.trace_start = None
+        self.callbacks = None
+        return True
+
+    @property
+    def delivery(self) -> Delivery:
+        """The outcome as an immutable :class:`Delivery`, built once, on first use (only
+        after :meth:`finish`)."""
+        try:
+            return self._delivery
+        except AttributeError:  # the first time
+            pass
+        reason = self.reason
         # Positional tuple construction: a third of the cost of the keyword constructor.
-        delivery = new_tuple(
+        delivery: Delivery = new_tuple(
             Delivery,
             (
                 reason or DELIVERED,
@@ -267,17 +346,11 @@ class Tracker:
                 self.route,
                 self.status_code,
                 self.bytes_sent,
-                duration if duration > 0.0 else 0.0,
-                send_duration if send_duration > 0.0 else 0.0,
+                self.duration,
+                self.send_duration,
             ),
         )
-        for sink in self.sinks:
-            try:
-                sink.finished(self, delivery)
-            except Exception:
-                _sink_failed(sink, "finished")
-        self.request = self.response = self.span = self.trace_start = None
-        self.callbacks = None
+        self._delivery = delivery
         return delivery
 
 

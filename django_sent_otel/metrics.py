@@ -21,7 +21,6 @@ and the failure reason.
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
 import os
 import threading
@@ -44,7 +43,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from .conf import DEFAULT_BUCKETS
-from .delivery import Delivery, Tracker
+from .delivery import Delivery, Tracker, sending
 
 logger = logging.getLogger(__name__)
 
@@ -165,44 +164,27 @@ class DeliveryMetrics:
         self._series: dict[_Key, _Series] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._lock = threading.Lock()
-        self._scrape_lock = threading.Lock()
-        # The in-flight gauge without a lock: ``next()`` of an itertools.count is one atomic
-        # step in CPython. The gauge is started minus ended, taken at scrape.
-        self._started = itertools.count()
-        self._ended = itertools.count()
-        #: Called when a handler returned / when a returned response's delivery ended.
-        self.sending_started: Callable[[], object] = self._started.__next__
-        self.sending_ended: Callable[[], object] = self._ended.__next__
         self._writer: _MultiprocessWriter | None = None
         if multiprocess_dir():
             self._writer = _MultiprocessWriter(self)
-            self.sending_started = self._first_started
         if registry is not None:
             registry.register(self)
         _instances.add(self)
 
     def _forked(self) -> None:
-        """In a forked child: locks another thread of the parent may have held are new, and
-        the parent's responses in flight are not this process's."""
+        """In a forked child: a lock another thread of the parent may have held is new."""
         self._lock = threading.Lock()
-        self._scrape_lock = threading.Lock()
-        self._started = itertools.count()
-        self._ended = itertools.count()
-        self.sending_ended = self._ended.__next__
-        self.sending_started = self._started.__next__
         if self._writer is not None:
             # The child writes its own file: the parent's numbers are the parent's to write.
             self._series = {}
             self._routes = {}
             self._writer.forked()
-            self.sending_started = self._first_started
 
-    def _first_started(self) -> object:
-        """Multiprocess mode, first handler return in this process: start the writer."""
-        assert self._writer is not None
-        self._writer.start()
-        self.sending_started = self._started.__next__
-        return self.sending_started()
+    def start_writer(self) -> None:
+        """Multiprocess mode: make sure this process writes its numbers (a response is being
+        sent, or was recorded)."""
+        if self._writer is not None:
+            self._writer.start()
 
     @property
     def collectors(self) -> tuple[Any, ...]:
@@ -212,47 +194,64 @@ class DeliveryMetrics:
         if self.registry is not None:
             self.registry.unregister(self)
 
-    def sending(self) -> int:
-        """Responses between handler return and the end of their delivery, now."""
-        with self._scrape_lock:
-            # Each read adds one to both counts, so the difference is unchanged; ended is
-            # read first so that it never exceeds started.
-            ended = next(self._ended)
-            started = next(self._started)
-        return max(started - ended, 0)
+    @staticmethod
+    def sending() -> int:
+        """Responses between handler return and the end of their delivery, now (counted by
+        the delivery core for every tracked response of the process)."""
+        return sending()
 
     # The hot path
 
-    def record(self, delivery: Delivery, span: Any = None) -> None:
+    def record(self, delivery: Delivery | Tracker, span: Any = None) -> None:
         """Count one finished delivery (histograms observe delivered responses only).
 
-        ``span``: the delivery's span; its trace becomes an exemplar on the delivered counter
-        and the two histogram buckets observed, when sampled and when those series have had
-        none for :data:`EXEMPLAR_INTERVAL`.
+        ``delivery``: a :class:`Delivery`, or the finished tracker itself (the sink passes
+        it, so that no ``Delivery`` is built for metrics). ``span``: the delivery's span; its
+        trace becomes an exemplar on the delivered counter and the two histogram buckets
+        observed, when sampled and when those series have had none for
+        :data:`EXEMPLAR_INTERVAL`.
         """
-        _, reason, method, route, status_code, sent, duration, send = delivery
-        series = self._series.get((method, route, status_code, reason))
+        reason = delivery.reason
+        series = self._series.get((delivery.method, delivery.route, delivery.status_code, reason))
         if series is None:
-            series = self._add(method, route, status_code, reason)
+            series = self._add(delivery.method, delivery.route, delivery.status_code, reason)
         numbers = series.route
+        # One lock for all of it: ``+=`` on a shared number is not atomic across threads.
+        # acquire()/release() rather than ``with``: half the cost (``try`` is free).
+        lock = self._lock
         if reason is None:
             bounds = self.bounds
+            duration = delivery.duration
+            send = delivery.send_duration
             i = bisect_left(bounds, duration)
-            j = bisect_left(bounds, send)
-            # One lock for all of it: ``+=`` on a shared number is not atomic across threads.
-            with self._lock:
+            # The send phase is part of the duration, so its bucket is at most i, and most
+            # often i itself (always for requests faster than the first bound): one
+            # comparison instead of a second search.
+            if send <= duration and (i == 0 or send > bounds[i - 1]):
+                j = i
+            else:
+                j = bisect_left(bounds, send)
+            sent = delivery.bytes_sent
+            lock.acquire()
+            try:
                 series.count += 1
                 numbers.sent_bytes += sent
                 numbers.duration_sum += duration
                 numbers.duration_counts[i] += 1
                 numbers.send_sum += send
                 numbers.send_counts[j] += 1
+            finally:
+                lock.release()
             if span is not None:
                 self._exemplars(series, i, j, delivery, span)
         else:
-            with self._lock:
+            sent = delivery.bytes_sent
+            lock.acquire()
+            try:
                 series.count += 1
                 numbers.sent_bytes += sent
+            finally:
+                lock.release()
 
     def _add(self, method: str, route: str, status_code: int, reason: str | None) -> _Series:
         """The record of a new label set (and of its method and route if new)."""
@@ -267,11 +266,12 @@ class DeliveryMetrics:
                 series = _Series((method, route, str(status_code)), reason, numbers)
                 series.due = [-inf] * (1 + 2 * size)
                 self._series[key] = series
-                if self._writer is not None:
-                    self._writer.start()
-            return series
+        self.start_writer()
+        return series
 
-    def _exemplars(self, series: _Series, i: int, j: int, delivery: Delivery, span: Any) -> None:
+    def _exemplars(
+        self, series: _Series, i: int, j: int, delivery: Delivery | Tracker, span: Any
+    ) -> None:
         """Keep the span's trace on each of the three series it updated that is due."""
         ctx = span.get_span_context()
         if not ctx.trace_flags.sampled:
@@ -289,11 +289,11 @@ class DeliveryMetrics:
         if now - due[1 + i] >= interval:
             due[1 + i] = now
             wall = wall or time.time()
-            numbers.duration_traces[i] = (ctx.trace_id, ctx.span_id, delivery[6], wall)
+            numbers.duration_traces[i] = (ctx.trace_id, ctx.span_id, delivery.duration, wall)
         if now - due[1 + size + j] >= interval:
             due[1 + size + j] = now
             wall = wall or time.time()
-            numbers.send_traces[j] = (ctx.trace_id, ctx.span_id, delivery[7], wall)
+            numbers.send_traces[j] = (ctx.trace_id, ctx.span_id, delivery.send_duration, wall)
 
     # The scrape
 
@@ -575,28 +575,40 @@ def _register(registry: CollectorRegistry, collectors: Sequence[Any]) -> None:
 
 
 class MetricsSink:
-    """Counts responses in flight and records each delivery."""
+    """Records each delivery (the in-flight gauge is the delivery core's count).
 
-    __slots__ = ("exemplars", "metrics")
+    ``finished`` is the metrics' own ``record`` when no span can give an exemplar (exemplars
+    off, multiprocess mode, or no tracing sink before this one): one call per response.
+    """
 
-    def __init__(self, metrics: DeliveryMetrics, *, exemplars: bool = True) -> None:
+    __slots__ = ("exemplars", "finished", "metrics", "on_return")
+
+    def __init__(
+        self, metrics: DeliveryMetrics, *, exemplars: bool = True, tracing: bool = True
+    ) -> None:
         self.metrics = metrics
+        multiprocess = multiprocess_dir() is not None
         # prometheus_client cannot store exemplars in multiprocess mode.
-        self.exemplars = exemplars and multiprocess_dir() is None
+        self.exemplars = exemplars and not multiprocess and tracing
+        # The tracker has every field record() reads: no Delivery is built for metrics.
+        self.finished: Callable[[Tracker], None] = (
+            self._finished_with_exemplar if self.exemplars else metrics.record
+        )
+        #: Only in multiprocess mode is there work when a handler returns: a process whose
+        #: first response is still being sent writes its in-flight gauge all the same.
+        self.on_return = multiprocess
 
     def handler_returned(self, tracker: Tracker) -> None:
-        self.metrics.sending_started()
+        self.metrics.start_writer()
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
-        metrics = self.metrics
-        if tracker.returned_at is not None:
-            metrics.sending_ended()
-        metrics.record(delivery, tracker.span if self.exemplars else None)
+    def _finished_with_exemplar(self, tracker: Tracker) -> None:
+        self.metrics.record(tracker, tracker.span)
 
 
-def build_sink() -> MetricsSink | None:
+def build_sink(*, tracing: bool = True) -> MetricsSink | None:
     """The metrics sink the settings ask for (None when disabled). A namespace or bucket set
-    that cannot be registered (a name clash) falls back to the defaults, then to no metrics."""
+    that cannot be registered (a name clash) falls back to the defaults, then to no metrics.
+    ``tracing``: whether a tracing sink runs before (the only source of exemplars)."""
     from .conf import conf
     from .delivery import log_once, logger
 
@@ -610,5 +622,5 @@ def build_sink() -> MetricsSink | None:
             message = "django-sent-otel: could not register the metrics of namespace %r"
             log_once(logger, message, namespace, key=f"metrics {namespace}", error=True)
             continue
-        return MetricsSink(metrics, exemplars=conf.METRICS_EXEMPLARS)
+        return MetricsSink(metrics, exemplars=conf.METRICS_EXEMPLARS, tracing=tracing)
     return None

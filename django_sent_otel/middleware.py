@@ -20,18 +20,17 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
-from ._compat import body_parts
+from . import pipeline
+from ._compat import body_size, current_exception
 from .delivery import (
     CLIENT_DISCONNECT,
     SCOPE_KEY,
     STREAM_ERROR,
     TRACKER_ATTR,
-    UNTRACKED_ATTR,
     Tracker,
     classify,
     is_bodiless,
     log_once,
-    route_of,
 )
 from .pipeline import runtime
 
@@ -43,102 +42,101 @@ _NO_WRAPPER = (
 )
 
 
-class _CloseHook:
-    """Replaces ``response.close`` on the instance; decides the outcome when the server closes.
+class _Tracked(Tracker):
+    """The middleware's tracker, whose :meth:`close` replaces the response's ``close()``.
 
-    The response refers to the hook and the hook to the response until the first call, which
-    removes the instance attribute and drops its reference: no cycle survives a normal close.
-    Subclasses say how a kind of body tells its outcome and size.
+    One object per request carries the shared state (:class:`Tracker`) and the adapter's own:
+    the response whose ``close`` it replaces, how this kind of body tells its outcome
+    (``ending``), and for a streaming body whether its wrapper saw it exhausted or raising.
+    The response refers to the tracker and the tracker to the response until the first call,
+    which removes the instance attribute and drops both references: no cycle survives a
+    normal close.
     """
 
-    __slots__ = ("response", "tracker")
+    __slots__ = ("closing", "ending", "exhausted", "failed")
+    closing: HttpResponseBase | None
+    #: How this kind of body tells its outcome at close(), with the exception in flight if
+    #: any; None for a body in memory: the server took it all unless an exception is in
+    #: flight (or uWSGI saw the connection reset).
+    ending: Callable[[_Tracked, HttpResponseBase], str | None] | None
+    exhausted: bool
+    failed: bool
 
-    def __init__(self, tracker: Tracker, response: HttpResponseBase) -> None:
-        self.tracker = tracker
-        self.response: HttpResponseBase | None = response
+    def close(self) -> None:
+        """The response's ``close()``: decide the outcome, then close the response.
 
-    def __call__(self) -> None:
-        response = self.response
+        Installed as a bound method (an instance ``__call__`` costs twice as much to call).
+        """
+        response = self.closing
         if response is None:
             return
-        self.response = None
-        tracker = self.tracker
+        self.closing = None
         reason = None
         try:
-            reason = self._reason(response, tracker)
+            ending = self.ending
+            if ending is None:  # a body in memory (the common case, inline)
+                exc = current_exception()
+                if exc is not None:
+                    reason = classify(exc)
+                elif "uwsgi" in sys.modules and _uwsgi_connection_dropped():
+                    reason = CLIENT_DISCONNECT
+            else:
+                reason = ending(self, response)
         except Exception:  # never let accounting break the server's close()
             logger.exception("django-sent-otel: could not classify a delivery")
-        response.__dict__.pop("close", None)
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per request)
+            del response.close  # the instance attribute: the class's close() is next
+        except AttributeError:
+            pass
         try:
             response.close()
         finally:
-            tracker.finish(reason)
-
-    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        """A body in memory: the server took it all unless an exception is in flight (or
-        uWSGI saw the connection reset)."""
-        return _unless_dropped(classify(sys.exc_info()[1]))
+            self.finish(reason)
 
 
-class _BodilessClose(_CloseHook):
-    __slots__ = ()
-
-    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        return None  # delivered with the headers
+# How the other kinds of body tell their outcome at close().
 
 
-class _StreamClose(_CloseHook):
-    """A streaming body: its wrapper notes whether it was exhausted or raised."""
-
-    __slots__ = ("exhausted", "failed")
-
-    def __init__(self, tracker: Tracker, response: HttpResponseBase) -> None:
-        super().__init__(tracker, response)
-        self.exhausted = self.failed = False
-
-    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        if self.failed:
-            return STREAM_ERROR
-        reason = classify(sys.exc_info()[1])
-        if reason is None and not self.exhausted:
-            return CLIENT_DISCONNECT
-        return _unless_dropped(reason)
+def _bodiless_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
+    return None  # delivered with the headers
 
 
-class _FileClose(_CloseHook):
+def _stream_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
+    """A streaming body: its wrapper noted whether it was exhausted or raised."""
+    if tracker.failed:
+        return STREAM_ERROR
+    reason = classify(sys.exc_info()[1])
+    if reason is None and not tracker.exhausted:
+        return CLIENT_DISCONNECT
+    return _unless_dropped(reason)
+
+
+def _file_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
     """A ``FileResponse`` handed to ``wsgi.file_wrapper`` (sendfile): all of it, or the
     exception in flight."""
-
-    __slots__ = ()
-
-    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        reason = _unless_dropped(classify(sys.exc_info()[1]))
-        if reason is not None:
-            return reason
-        size = _content_length(response)
-        if size is not None:
-            tracker.add_bytes(size)
-        return None
-
-
-class _IteratedFileClose(_CloseHook):
-    """A ``FileResponse`` the server iterated itself: the file position tells how far it got."""
-
-    __slots__ = ()
-
-    def _reason(self, response: HttpResponseBase, tracker: Tracker) -> str | None:
-        reason = classify(sys.exc_info()[1])
-        if reason is None and _uwsgi_connection_dropped():
-            return CLIENT_DISCONNECT
-        size = _content_length(response)
-        position = _position(response)
-        if reason is None and size is not None and position is not None and position < size:
-            tracker.add_bytes(position)
-            return CLIENT_DISCONNECT
-        sent = size if reason is None and size is not None else position
-        if sent is not None:
-            tracker.add_bytes(sent)
+    reason = _unless_dropped(classify(sys.exc_info()[1]))
+    if reason is not None:
         return reason
+    size = _content_length(response)
+    if size is not None:
+        tracker.add_bytes(size)
+    return None
+
+
+def _iterated_file_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
+    """A ``FileResponse`` the server iterated itself: the file position tells how far it got."""
+    reason = classify(sys.exc_info()[1])
+    if reason is None and _uwsgi_connection_dropped():
+        return CLIENT_DISCONNECT
+    size = _content_length(response)
+    position = _position(response)
+    if reason is None and size is not None and position is not None and position < size:
+        tracker.add_bytes(position)
+        return CLIENT_DISCONNECT
+    sent = size if reason is None and size is not None else position
+    if sent is not None:
+        tracker.add_bytes(sent)
+    return reason
 
 
 _HANGUP = select.POLLHUP | select.POLLERR if hasattr(select, "poll") else 0
@@ -170,7 +168,7 @@ def _unless_dropped(reason: str | None) -> str | None:
     return reason
 
 
-def _sync_body(iterator: Iterable[bytes], tracker: Tracker, hook: _StreamClose) -> Iterator[bytes]:
+def _sync_body(iterator: Iterable[bytes], tracker: _Tracked) -> Iterator[bytes]:
     """Pass the body through, counting bytes and noting exhaustion or a raising iterator."""
     it = iter(iterator)
     add_bytes = tracker.add_bytes
@@ -178,30 +176,28 @@ def _sync_body(iterator: Iterable[bytes], tracker: Tracker, hook: _StreamClose) 
         try:
             chunk = next(it)
         except StopIteration:
-            hook.exhausted = True
+            tracker.exhausted = True
             return
         except Exception:
-            hook.failed = True
+            tracker.failed = True
             raise
         add_bytes(len(chunk))
         yield chunk
 
 
-async def _async_body(
-    iterator: AsyncIterator[bytes], tracker: Tracker, hook: _StreamClose
-) -> AsyncIterator[bytes]:
+async def _async_body(iterator: AsyncIterator[bytes], tracker: _Tracked) -> AsyncIterator[bytes]:
     it = aiter(iterator)
     add_bytes = tracker.add_bytes
     while True:
         try:
             chunk = await anext(it)
         except StopAsyncIteration:
-            hook.exhausted = True
+            tracker.exhausted = True
             return
         except asyncio.CancelledError:
             raise  # the server cancelled: a disconnect, not a failing body
         except Exception:
-            hook.failed = True
+            tracker.failed = True
             raise
         add_bytes(len(chunk))
         yield chunk
@@ -264,66 +260,80 @@ class DeliveryMiddleware:
 
 
 def _start(request: HttpRequest) -> Tracker | None:
+    """The request's tracker: the ASGI wrapper's, or a new one (None when not tracked).
+
+    This and :func:`_returned` run on every request: instance attributes are read through
+    ``__dict__`` (a missing one costs no exception), the runtime's fields directly.
+    """
     try:
-        # Instance attributes read through __dict__: a missing attribute costs no exception.
-        scope = request.__dict__.get("scope")
-        if scope is not None and SCOPE_KEY in scope:
-            tracker: Tracker | None = scope[SCOPE_KEY]  # the ASGI wrapper decided
-            if tracker is None:
-                return None
-            if runtime().is_url_excluded(request):  # needs the request: decided here
-                tracker.discard()
-                return None
-            tracker.request = request
-        else:
-            rt = runtime()
-            if not rt.enabled or rt.is_excluded(request.path_info) or rt.is_url_excluded(request):
-                return None
-            if scope is not None:
-                log_once(logger, _NO_WRAPPER)
-            tracker = Tracker(
-                request.method or "", rt.sinks, request=request, returned_sinks=rt.returned_sinks
-            )
-        setattr(request, TRACKER_ATTR, tracker)
+        attrs = request.__dict__
+        if "scope" in attrs:
+            return _start_in_scope(request, attrs["scope"])
+        rt = pipeline.current or pipeline.runtime()
+        if not rt.enabled or rt.is_excluded(request.path_info):
+            return None
+        if rt.url_excluded is not None and rt.is_url_excluded(request):
+            return None
+        tracker = _Tracked(request.method, rt.sinks, rt.returned_sinks, request)
+        attrs[TRACKER_ATTR] = tracker
         return tracker
     except Exception:
         logger.exception("django-sent-otel: could not start tracking a request")
         return None
 
 
+def _start_in_scope(request: HttpRequest, scope: Any) -> Tracker | None:
+    """Under ASGI: the wrapper decided and handed its tracker in the scope (it sees the end
+    of delivery itself); without the wrapper, the middleware tracks on its own."""
+    if SCOPE_KEY in scope:
+        tracker: Tracker | None = scope[SCOPE_KEY]
+        if tracker is None:
+            return None
+        if runtime().is_url_excluded(request):  # needs the request: decided here
+            tracker.discard()
+            return None
+        tracker.request = request
+    else:
+        rt = runtime()
+        if not rt.enabled or rt.is_excluded(request.path_info) or rt.is_url_excluded(request):
+            return None
+        log_once(logger, _NO_WRAPPER)
+        tracker = _Tracked(request.method, rt.sinks, rt.returned_sinks, request)
+    request.__dict__[TRACKER_ATTR] = tracker
+    return tracker
+
+
 def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker) -> None:
     try:
-        if request.__dict__.get(UNTRACKED_ATTR):
-            tracker.discard()
-            return
         status = response.status_code
-        tracker.handler_returned(route=route_of(request), status_code=status, response=response)
-        scope = request.__dict__.get("scope")
-        if tracker.done or (scope is not None and scope.get(SCOPE_KEY) is tracker):
-            return  # the ASGI wrapper decides the outcome
-        hook: _CloseHook
-        if is_bodiless(tracker.method, status):
-            hook = _BodilessClose(tracker, response)
+        match = request.resolver_match
+        route = None if match is None else match.route or "/"
+        if not tracker.handler_returned(route, status, response) or type(tracker) is not _Tracked:
+            return  # decided or discarded already, or the ASGI wrapper's tracker: it decides
+        # (A 200 response is bodiless only for HEAD: the rule is asked for the others only.)
+        if (status != 200 or tracker.method == "HEAD") and is_bodiless(tracker.method, status):
+            tracker.ending = _bodiless_end
+        elif not response.streaming:
+            tracker.ending = None
+            size = body_size(response)
+            if size is None:
+                content = getattr(response, "content", b"")
+                size = len(content) if isinstance(content, bytes) else 0
+            tracker.bytes_sent = size  # nothing was sent before the handler returned
         elif isinstance(response, FileResponse) and response.file_to_stream is not None:
             if request.META.get("wsgi.file_wrapper") is not None:
-                hook = _FileClose(tracker, response)
+                tracker.ending = _file_end
             else:
-                hook = _IteratedFileClose(tracker, response)
-        elif response.streaming:
-            hook = stream = _StreamClose(tracker, response)
+                tracker.ending = _iterated_file_end
+        else:
+            tracker.ending = _stream_end
+            tracker.exhausted = tracker.failed = False
             content = response.streaming_content  # type: ignore[attr-defined]
             if response.is_async:  # type: ignore[attr-defined]
-                response.streaming_content = _async_body(content, tracker, stream)  # type: ignore[attr-defined]
+                response.streaming_content = _async_body(content, tracker)  # type: ignore[attr-defined]
             else:
-                response.streaming_content = _sync_body(content, tracker, stream)  # type: ignore[attr-defined]
-        else:
-            hook = _CloseHook(tracker, response)
-            parts = body_parts(response)
-            if parts is not None:
-                tracker.add_bytes(sum(map(len, parts)))
-            else:
-                content = getattr(response, "content", b"")
-                tracker.add_bytes(len(content) if isinstance(content, bytes) else 0)
-        response.close = hook  # type: ignore[method-assign]
+                response.streaming_content = _sync_body(content, tracker)  # type: ignore[attr-defined]
+        tracker.closing = response
+        response.close = tracker.close  # type: ignore[method-assign]
     except Exception:
         logger.exception("django-sent-otel: could not observe a response")

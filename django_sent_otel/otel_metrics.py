@@ -133,5 +133,5 @@ class OtelMetricsSink:
     def handler_returned(self, tracker: Tracker) -> None:
         return None
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
-        self.metrics.record(delivery, returned=tracker.returned_at is not None)
+    def finished(self, tracker: Tracker) -> None:
+        self.metrics.record(tracker.delivery, returned=tracker.returned_at is not None)

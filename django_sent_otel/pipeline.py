@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .conf import PREFIX, conf
+from .conf import PREFIX, ExcludedPaths, conf
 from .delivery import Sink
 
 logger = logging.getLogger(__name__)
@@ -30,18 +29,34 @@ instrumented: dict[str, Any] = {}
 class Runtime:
     """What the adapters need per request: the sinks, and whether a path is tracked."""
 
-    __slots__ = ("enabled", "excluded", "metrics", "returned_sinks", "sinks", "url_excluded")
+    __slots__ = (
+        "enabled",
+        "excluded_exact",
+        "excluded_pattern",
+        "is_excluded",
+        "metrics",
+        "returned_sinks",
+        "sinks",
+        "url_excluded",
+    )
 
     def __init__(
         self,
         enabled: bool,
-        excluded: re.Pattern[str] | None,
+        excluded: ExcludedPaths | None,
         sinks: Sequence[Sink],
         metrics: Any = None,
         url_excluded: Any = None,
     ) -> None:
         self.enabled = enabled
-        self.excluded = excluded
+        # ExcludedPaths.search(), flattened: it runs on every request.
+        self.excluded_exact = frozenset[str]() if excluded is None else excluded.exact
+        self.excluded_pattern = None if excluded is None else excluded.pattern
+        #: Whether a path is excluded: the set's own ``__contains__`` when every pattern is
+        #: a literal path (the default), so the check is one C call per request.
+        self.is_excluded: Callable[[str], bool] = (
+            self.excluded_exact.__contains__ if self.excluded_pattern is None else self._search
+        )
         self.sinks = tuple(sinks)
         # A sink whose class sets ``on_return = False`` has nothing to do at handler return.
         self.returned_sinks = tuple(s for s in self.sinks if getattr(s, "on_return", True))
@@ -49,8 +64,10 @@ class Runtime:
         #: ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` as the Django instrumentation reads it.
         self.url_excluded = url_excluded
 
-    def is_excluded(self, path: str) -> bool:
-        return self.excluded is not None and self.excluded.search(path) is not None
+    def _search(self, path: str) -> bool:
+        return path in self.excluded_exact or (
+            self.excluded_pattern is not None and self.excluded_pattern.search(path) is not None
+        )
 
     def is_url_excluded(self, request: Any) -> bool:
         """Whether the Django instrumentation excludes this request from its server span
@@ -96,17 +113,17 @@ def _otel_metrics_sink() -> Sink | None:
 
 
 def build() -> Runtime:
-    from . import metrics, tracing
-    from .signals import SignalSink
+    from . import metrics, signals, tracing
 
     # The order is the contract between sinks: tracing publishes ``tracker.span``, which the
     # metrics sink reads for exemplars, so tracing comes first (tests/test_runtime.py holds
     # it); the signal and callbacks come last, once every metric and span is recorded.
     tracing_sink = tracing.build_sink()
-    metrics_sink = metrics.build_sink()
+    metrics_sink = metrics.build_sink(tracing=tracing_sink is not None)
     otel_sink = _otel_metrics_sink()
     sinks: list[Sink] = [s for s in (tracing_sink, metrics_sink, otel_sink) if s is not None]
-    sinks.append(SignalSink())
+    if signals.has_work():  # else on_delivered() adds it to the requests that need it
+        sinks.append(signals.SIGNAL_SINK)
     return Runtime(
         conf.ENABLED,
         conf.EXCLUDED_PATHS,
@@ -116,29 +133,31 @@ def build() -> Runtime:
     )
 
 
-_runtime: Runtime | None = None
+#: The runtime once built (None until the first request, and after a settings change): the
+#: middleware reads it directly on every request, else calls :func:`runtime`.
+current: Runtime | None = None
 _lock = threading.Lock()
 
 
 def runtime() -> Runtime:
     """The current runtime, built once and rebuilt after a settings change."""
-    current = _runtime
-    if current is not None:
-        return current
+    built = current
+    if built is not None:
+        return built
     return _rebuild()
 
 
 def _rebuild() -> Runtime:
-    global _runtime
+    global current
     with _lock:
-        if _runtime is None:
-            _runtime = build()
-        return _runtime
+        if current is None:
+            current = build()
+        return current
 
 
 def reset(**kwargs: Any) -> None:
     """``setting_changed`` receiver: forget the runtime when one of our settings changed."""
-    global _runtime
+    global current
     setting = kwargs.get("setting", PREFIX)
     if setting.startswith(PREFIX):
-        _runtime = None
+        current = None

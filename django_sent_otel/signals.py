@@ -11,12 +11,34 @@ from django.dispatch import Signal
 
 from .delivery import Delivery, Tracker, run_callbacks
 
+
+class _DeliverySignal(Signal):
+    """A signal that tells the runtime when its receivers change, so that the signal sink is in
+    the pipeline only while someone listens: an unheard signal costs a request nothing."""
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        super().connect(*args, **kwargs)
+        _receivers_changed()
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> bool:
+        removed = super().disconnect(*args, **kwargs)
+        _receivers_changed()
+        return removed
+
+
+def _receivers_changed() -> None:
+    from . import pipeline
+
+    pipeline.reset()
+
+
 #: Sent once per tracked response after its delivery ended, delivered or not, with the
 #: keyword arguments ``request``, ``response`` (``None`` when no response was produced, or
 #: under the ASGI wrapper without the middleware) and ``delivery``. The sender is
 #: :class:`~django_sent_otel.delivery.Delivery`. Exceptions in receivers are logged by
-#: ``send_robust`` and never reach the server or the client.
-response_delivered = Signal()
+#: ``send_robust`` and never reach the server or the client. A receiver connected while a
+#: response is being sent is sent the responses tracked after it.
+response_delivered = _DeliverySignal()
 
 # Tasks of deliveries finished on an event loop, kept referenced until they complete.
 _pending: set[asyncio.Task[None]] = set()
@@ -53,9 +75,11 @@ async def _arun(
 class SignalSink:
     """Sends the signal and runs the request's callbacks after delivery.
 
-    On a thread without an event loop (WSGI, or close() under ASGI) they run right there, after
-    the server took the body. On an event loop (the ASGI wrapper) they run in a task so that a
-    slow receiver never blocks other connections; sync receivers and callbacks go to a thread.
+    In the pipeline while the signal has receivers (:func:`has_work`), and added to one
+    request's sinks by ``on_delivered()``. On a thread without an event loop (WSGI, or close()
+    under ASGI) they run right there, after the server took the body. On an event loop (the
+    ASGI wrapper) they run in a task so that a slow receiver never blocks other connections;
+    sync receivers and callbacks go to a thread.
     """
 
     __slots__ = ()
@@ -64,10 +88,11 @@ class SignalSink:
     def handler_returned(self, tracker: Tracker) -> None:
         return None
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+    def finished(self, tracker: Tracker) -> None:
         callbacks = tracker.callbacks
         if not callbacks and not response_delivered.receivers:
             return
+        delivery = tracker.delivery
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -79,3 +104,12 @@ class SignalSink:
         task = loop.create_task(_arun(tracker.request, tracker.response, delivery, callbacks))
         _pending.add(task)
         task.add_done_callback(_pending.discard)
+
+
+#: The one signal sink (it keeps no state).
+SIGNAL_SINK = SignalSink()
+
+
+def has_work() -> bool:
+    """Whether the signal has receivers: the runtime then includes :data:`SIGNAL_SINK`."""
+    return bool(response_delivered.receivers)

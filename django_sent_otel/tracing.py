@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
 from ._compat import UNKNOWN, tracer_provider_set
-from .delivery import OTHER, UNMATCHED, Delivery, Tracker, log_once
+from .delivery import DELIVERED, OTHER, UNMATCHED, Delivery, Tracker, log_once
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,10 @@ LEGACY_OUTCOME_ATTRIBUTE = "delivery.outcome"
 OTHER_METHOD = "_OTHER"
 
 
-def http_attributes(delivery: Delivery) -> dict[str, Any]:
-    """The HTTP convention attributes of a delivery; unknown values are left out (no route
-    when no URL pattern matched, no status code when no response was made)."""
+def http_attributes(delivery: Delivery | Tracker) -> dict[str, Any]:
+    """The HTTP convention attributes of a delivery (or of a finished tracker, which has the
+    same fields); unknown values are left out (no route when no URL pattern matched, no status
+    code when no response was made)."""
     method = delivery.method
     attributes: dict[str, Any] = {
         "http.request.method": OTHER_METHOD if method == OTHER else method
@@ -147,18 +148,18 @@ class TracingSink:
         if self.live or self._active():
             tracker.trace_start = (_parent_context(tracker), time_ns())
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+    def finished(self, tracker: Tracker) -> None:
         start = tracker.trace_start
         if start is None:
             if tracker.returned_at is not None or not (self.live or self._active()):
                 return  # no SDK when the handler returned, or no start recorded
             # The outcome came before any response (the client left while the view ran):
             # the span covers the request from its start.
-            start = (_parent_context(tracker), time_ns() - int(delivery.duration * 1e9))
-        attributes = http_attributes(delivery)
-        attributes["http.response.body.size"] = delivery.bytes_sent
-        attributes[OUTCOME_ATTRIBUTE] = attributes[LEGACY_OUTCOME_ATTRIBUTE] = delivery.outcome
-        reason = delivery.reason
+            start = (_parent_context(tracker), time_ns() - int(tracker.duration * 1e9))
+        attributes = http_attributes(tracker)
+        attributes["http.response.body.size"] = tracker.bytes_sent
+        reason = tracker.reason
+        attributes[OUTCOME_ATTRIBUTE] = attributes[LEGACY_OUTCOME_ATTRIBUTE] = reason or DELIVERED
         span = self.tracer.start_span(
             SPAN_NAME,
             context=start[0],

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .conf import conf
-from .delivery import UNTRACKED_ATTR
+from .delivery import TRACKER_ATTR
 from .metrics import multiprocess_dir
 from .pipeline import runtime
 
@@ -73,7 +73,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     The access settings are parsed on every scrape (cheap, and never stale); invalid ones
     fail closed as their parsers say.
     """
-    setattr(request, UNTRACKED_ATTR, True)
+    tracker = request.__dict__.get(TRACKER_ATTR)
+    if tracker is not None:
+        tracker.discard()  # the handler has not returned: nothing was recorded
     if not _network_allowed(request):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
     if not _token_ok(request):

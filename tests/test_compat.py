@@ -37,14 +37,15 @@ def test_http_response_keeps_its_body_parts_in_container() -> None:
     response = HttpResponse(b"ab")
     response.write(b"cde")
     response.write("é")
-    parts = _compat.body_parts(response)
-    assert parts is not None, "Django no longer keeps HttpResponse._container as a list"
-    assert sum(map(len, parts)) == len(response.content) == 7
+    assert type(response._container) is list, "Django no longer keeps a list of parts"
+    assert _compat.body_size(response) == len(response.content) == 7
+    assert _compat.body_size(HttpResponse(b"one part")) == 8
+    assert _compat.body_size(HttpResponse(b"")) == 0
 
 
-def test_other_responses_have_no_body_parts(tmp_path: pytest.TempPathFactory) -> None:
-    assert _compat.body_parts(StreamingHttpResponse(iter([b"x"]))) is None
+def test_other_responses_have_no_body_size(tmp_path: pytest.TempPathFactory) -> None:
+    assert _compat.body_size(StreamingHttpResponse(iter([b"x"]))) is None
     path = tmp_path / "f.bin"  # type: ignore[operator]
     path.write_bytes(b"data")
     with open(path, "rb") as f:
-        assert _compat.body_parts(FileResponse(f)) is None
+        assert _compat.body_size(FileResponse(f)) is None

@@ -29,15 +29,15 @@ class Recorder:
     def handler_returned(self, tracker: Tracker) -> None:
         self.events.append(("returned", tracker.status_code))
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
-        self.events.append(("finished", delivery))
+    def finished(self, tracker: Tracker) -> None:
+        self.events.append(("finished", tracker.delivery))
 
 
 class Exploding:
     def handler_returned(self, tracker: Tracker) -> None:
         raise RuntimeError("sink bug")
 
-    def finished(self, tracker: Tracker, delivery: Delivery) -> None:
+    def finished(self, tracker: Tracker) -> None:
         raise RuntimeError("sink bug")
 
 
@@ -47,7 +47,8 @@ def test_delivered_with_durations() -> None:
     tracker.handler_returned(route="articles/<int:year>/", status_code=200, at=10.5)
     tracker.add_bytes(100)
     tracker.add_bytes(23)
-    delivery = tracker.finish(at=11.25)
+    assert tracker.finish(at=11.25) is True
+    delivery = tracker.delivery
     assert delivery == Delivery(
         outcome=DELIVERED,
         reason=None,
@@ -66,10 +67,11 @@ def test_second_finish_is_a_no_op() -> None:
     rec = Recorder()
     tracker = Tracker("POST", [rec])
     tracker.handler_returned(route="x/", status_code=201)
-    first = tracker.finish(CLIENT_DISCONNECT)
-    assert first is not None and first.outcome == CLIENT_DISCONNECT
-    assert tracker.finish() is None
-    assert tracker.finish(STREAM_ERROR) is None
+    assert tracker.finish(CLIENT_DISCONNECT) is True
+    assert tracker.delivery.outcome == tracker.outcome == CLIENT_DISCONNECT
+    assert tracker.finish() is False
+    assert tracker.finish(STREAM_ERROR) is False
+    assert tracker.delivery.outcome == CLIENT_DISCONNECT
     assert [e for e, _ in rec.events] == ["returned", "finished"]
     assert tracker.done
 
@@ -95,8 +97,8 @@ def test_finish_from_many_threads_decides_once() -> None:
 def test_finish_before_handler_returned() -> None:
     rec = Recorder()
     tracker = Tracker("GET", [rec], started_at=1.0)
-    delivery = tracker.finish(CLIENT_DISCONNECT, at=3.0)
-    assert delivery is not None
+    assert tracker.finish(CLIENT_DISCONNECT, at=3.0)
+    delivery = tracker.delivery
     assert (delivery.route, delivery.status_code) == ("unmatched", 0)
     assert (delivery.duration, delivery.send_duration) == (2.0, 0.0)
     # A late response (a sync view that kept running) changes nothing.
@@ -108,7 +110,7 @@ def test_discard_means_no_outcome() -> None:
     rec = Recorder()
     tracker = Tracker("GET", [rec])
     tracker.discard()
-    assert tracker.finish() is None
+    assert tracker.finish() is False
     assert rec.events == []
 
 
@@ -123,8 +125,7 @@ def test_sink_exceptions_are_contained(caplog: pytest.LogCaptureFixture) -> None
     rec = Recorder()
     tracker = Tracker("GET", [Exploding(), rec])
     tracker.handler_returned(route="a/", status_code=200)
-    delivery = tracker.finish()
-    assert delivery is not None
+    assert tracker.finish()
     assert [e for e, _ in rec.events] == ["returned", "finished"]
     assert "sink bug" in caplog.text
 
@@ -206,8 +207,9 @@ def test_bodiless() -> None:
 
 def test_callbacks_run_in_order_and_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[str] = []
-    delivery = Tracker("GET", []).finish()
-    assert delivery is not None
+    tracker = Tracker("GET", [])
+    assert tracker.finish()
+    delivery = tracker.delivery
 
     def boom(d: Delivery) -> None:
         raise ValueError("callback bug")

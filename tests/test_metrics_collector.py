@@ -13,22 +13,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from django_sent_otel.delivery import Delivery
+from django_sent_otel.delivery import Tracker, sending
 from django_sent_otel.metrics import DeliveryMetrics, MetricsSink
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 8
 PER_THREAD = 4000
-
-
-class Tracker:
-    """What the sink reads of a tracker."""
-
-    __slots__ = ("returned_at", "span")
-
-    def __init__(self, returned_at: float | None) -> None:
-        self.returned_at = returned_at
-        self.span: Any = None
 
 
 @pytest.fixture
@@ -42,24 +32,33 @@ def tiny_switch_interval() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+def _deliver(sinks: list[Any], reason: str | None, size: int, returned: float | None) -> None:
+    """One real tracker through the sinks: started at 0, handler returned at ``returned``
+    (never, if None), finished at 0.2 (0.05 when delivered)."""
+    tracker = Tracker("GET", sinks, started_at=0.0)
+    if returned is not None:
+        tracker.handler_returned("a/", 200, at=returned)
+    tracker.add_bytes(size)
+    tracker.finish(reason, at=0.05 if reason is None else 0.2)
+
+
 @pytest.mark.usefixtures("tiny_switch_interval")
 def test_eight_threads_count_exactly() -> None:
     registry = CollectorRegistry()
-    sink = MetricsSink(DeliveryMetrics(registry=registry, buckets=(0.1, 1.0)))
-    ok = Delivery("delivered", None, "GET", "a/", 200, 3, 0.05, 0.5)
-    failed = Delivery("client_disconnect", "client_disconnect", "GET", "a/", 200, 2, 0.2, 0.1)
-    early = Delivery("client_disconnect", "client_disconnect", "GET", "unmatched", 0, 0, 0.2, 0.0)
+    sinks: list[Any] = [MetricsSink(DeliveryMetrics(registry=registry, buckets=(0.1, 1.0)))]
     start = threading.Barrier(THREADS)
     scrapes: list[float] = []
+    in_flight_before = sending()  # other tests' trackers that never finished
 
     def work(index: int) -> None:
         start.wait(timeout=30)
         for n in range(PER_THREAD):
-            returned = Tracker(1.0)
-            sink.handler_returned(returned)
-            sink.finished(returned, failed if n % 4 == 0 else ok)
+            if n % 4 == 0:
+                _deliver(sinks, "client_disconnect", 2, returned=0.1)
+            else:
+                _deliver(sinks, None, 3, returned=0.0)
             if n % 10 == 0:
-                sink.finished(Tracker(None), early)  # ended before the handler returned
+                _deliver(sinks, "client_disconnect", 0, returned=None)  # before the handler
             if index == 0 and n % 500 == 0:
                 scrapes.append(registry.get_sample_value("django_http_responses_sending") or 0)
 
@@ -100,37 +99,40 @@ def test_eight_threads_count_exactly() -> None:
     assert value(f"{duration}_count", **labels) == delivered
     assert value(f"{duration}_sum", **labels) == pytest.approx(0.05 * delivered)
     send = "django_http_send_duration_seconds"
-    assert value(f"{send}_bucket", **labels, le="0.1") == 0
-    assert value(f"{send}_bucket", **labels, le="1.0") == delivered
-    assert value(f"{send}_sum", **labels) == 0.5 * delivered
-    assert value("django_http_responses_sending") == 0
-    assert scrapes and all(0 <= v <= THREADS for v in scrapes)
+    assert value(f"{send}_bucket", **labels, le="0.1") == delivered
+    assert value(f"{send}_count", **labels) == delivered
+    assert value(f"{send}_sum", **labels) == pytest.approx(0.05 * delivered)
+    assert value("django_http_responses_sending") == in_flight_before
+    assert scrapes and all(0 <= v - in_flight_before <= THREADS for v in scrapes)
 
 
 def test_in_flight_gauge_counts_returned_responses_only() -> None:
     registry = CollectorRegistry()
-    sink = MetricsSink(DeliveryMetrics(registry=registry))
-    delivery = Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1)
-    trackers = [Tracker(1.0) for _ in range(5)]
+    sinks: list[Any] = [MetricsSink(DeliveryMetrics(registry=registry))]
+    before = sending()
+    trackers = [Tracker("GET", sinks) for _ in range(5)]
     for tracker in trackers:
-        sink.handler_returned(tracker)
-    sink.finished(Tracker(None), delivery)  # never returned: not in flight
+        tracker.handler_returned("a/", 200)
+    Tracker("GET", sinks).finish()  # never returned: not in flight
     for _ in range(3):  # scrapes read the counts without changing them
-        assert registry.get_sample_value("django_http_responses_sending") == 5
+        assert registry.get_sample_value("django_http_responses_sending") == before + 5
     for done, tracker in enumerate(trackers, start=1):
-        sink.finished(tracker, delivery)
-        assert registry.get_sample_value("django_http_responses_sending") == 5 - done
+        tracker.finish()
+        assert registry.get_sample_value("django_http_responses_sending") == before + 5 - done
+    assert (
+        registry.get_sample_value(
+            "django_http_responses_delivered_total",
+            {"method": "GET", "route": "a/", "status": "200"},
+        )
+        == 5
+    )
 
 
 _GAUGE_WRITER = """
 import sys, time
 from prometheus_client import CollectorRegistry, multiprocess
-from django_sent_otel.delivery import Delivery
+from django_sent_otel.delivery import Tracker
 from django_sent_otel.metrics import DeliveryMetrics, MetricsSink
-
-class Tracker:
-    returned_at = 1.0
-    span = None
 
 def others_see():
     registry = CollectorRegistry()
@@ -149,19 +151,19 @@ def wait_for(value):
         assert time.monotonic() < deadline, (value, others_see())
         time.sleep(0.05)
 
-sink = MetricsSink(DeliveryMetrics(registry=None))
-delivery = Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1)
-for _ in range(3):
-    sink.handler_returned(Tracker())
+sinks = [MetricsSink(DeliveryMetrics(registry=None))]
+trackers = [Tracker("GET", sinks) for _ in range(3)]
+for tracker in trackers:
+    tracker.handler_returned("a/", 200)
 wait_for(3.0)  # written by the worker's own thread: nobody scraped this process
-for _ in range(3):
-    sink.finished(Tracker(), delivery)
+for tracker in trackers:
+    tracker.finish()
 wait_for(0.0)
 deadline = time.monotonic() + 30
 while others_see_delivered() != 3.0:  # the counters too, by the same thread
     assert time.monotonic() < deadline, others_see_delivered()
     time.sleep(0.05)
-sink.handler_returned(Tracker())
+Tracker("GET", sinks).handler_returned("a/", 200)
 print("in flight at exit")
 """
 
@@ -189,24 +191,22 @@ def test_multiprocess_gauge_is_written_in_the_background_and_at_exit(tmp_path: P
 _FORK = """
 import os, sys, threading, time
 from prometheus_client import CollectorRegistry, multiprocess
-from django_sent_otel.delivery import Delivery
+from django_sent_otel.delivery import Tracker
 from django_sent_otel.metrics import DeliveryMetrics, MetricsSink
 
-class Tracker:
-    returned_at = 1.0
-    span = None
-
 sink = MetricsSink(DeliveryMetrics(registry=None))
-sink.handler_returned(Tracker())  # the parent's response, in flight across the fork
+# The parent's response, in flight across the fork.
+Tracker("GET", [sink]).handler_returned("a/", 200)
 sink.metrics._lock.acquire()  # held by "another thread" of the parent at fork time
 pid = os.fork()
 if pid == 0:
-    sink.handler_returned(Tracker())
+    tracker = Tracker("GET", [sink])
+    tracker.handler_returned("a/", 200)
     assert sink.metrics.sending() == 1, sink.metrics.sending()
-    sink.finished(Tracker(), Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1))
+    tracker.finish()
     assert sink.metrics.sending() == 0
     if len(sys.argv) > 1:  # multiprocess: the child's own writer thread runs
-        sink.handler_returned(Tracker())
+        Tracker("GET", [sink]).handler_returned("a/", 200)
         deadline = time.monotonic() + 30
         while not os.path.exists(os.path.join(sys.argv[1], f"gauge_livesum_{os.getpid()}.db")):
             assert time.monotonic() < deadline
