@@ -53,8 +53,6 @@ def populate(label_sets: int) -> None:
             send_duration=0.001,
         )
         metrics.record(delivery)
-        metrics.sending_started()
-        metrics.sending_ended()
 
 
 def render_times(renders: int) -> tuple[list[float], int, int]:

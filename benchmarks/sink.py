@@ -1,7 +1,7 @@
 """Instructions per response of the metrics sink alone: ``python -m benchmarks.sink``.
 
-Runs ``MetricsSink.handler_returned`` + ``MetricsSink.finished`` on a delivered response (with
-a sampled span every ``--sampled-every`` responses) under ``valgrind --tool=callgrind`` for two
+Runs ``DeliveryMetrics.record`` (what ``MetricsSink.finished`` calls) on a delivered response
+(with a sampled span every ``--sampled-every`` responses) under ``valgrind --tool=callgrind`` for two
 response counts; the difference of the totals over the difference of the counts is the sink's
 cost per response, free of start-up. ``--variant per-thread`` measures the alternative design
 (one table per thread, summed at scrape) that the single lock was chosen over; ``--wall`` times
@@ -28,10 +28,9 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 class _Tracker:
-    __slots__ = ("returned_at", "span")
+    __slots__ = ("span",)
 
     def __init__(self, span: Any) -> None:
-        self.returned_at = 1.0
         self.span = span
 
 
@@ -92,15 +91,14 @@ def _responses(sink: Any, n: int, sampled_every: int) -> None:
 
     delivery = Delivery("delivered", None, "GET", "item/<int:pk>/", 200, 14, 0.0012, 0.0003)
     sampled = NonRecordingSpan(SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED)))
-    if sink is None:  # the baseline: the same loop without the sink's two calls
+    if sink is None:  # the baseline: the same loop without the sink's call
         for i in range(n):
             _Tracker(sampled if sampled_every and i % sampled_every == 0 else None)
         return
-    handler_returned, finished = sink.handler_returned, sink.finished
+    record = sink.metrics.record
     for i in range(n):
         tracker = _Tracker(sampled if sampled_every and i % sampled_every == 0 else None)
-        handler_returned(tracker)
-        finished(tracker, delivery)
+        record(delivery, tracker.span)
 
 
 def _instructions(valgrind: str, args: argparse.Namespace, n: int, baseline: bool) -> int:

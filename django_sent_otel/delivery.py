@@ -280,11 +280,12 @@ class Tracker:
             self.route = route
         self.status_code = status_code
         self.response = response
-        for sink in self.returned_sinks:
-            try:
-                sink.handler_returned(self)
-            except Exception:
-                _sink_failed(sink, "handler_returned")
+        if self.returned_sinks:  # often none (metrics only)
+            for sink in self.returned_sinks:
+                try:
+                    sink.handler_returned(self)
+                except Exception:
+                    _sink_failed(sink, "handler_returned")
         return True
 
     def add_bytes(self, count: int) -> None:

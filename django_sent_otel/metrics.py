@@ -212,8 +212,9 @@ class DeliveryMetrics:
         :data:`EXEMPLAR_INTERVAL`.
         """
         reason = delivery.reason
-        series = self._series.get((delivery.method, delivery.route, delivery.status_code, reason))
-        if series is None:
+        try:  # a subscript is cheaper than .get(), and ``try`` is free
+            series = self._series[delivery.method, delivery.route, delivery.status_code, reason]
+        except KeyError:
             series = self._add(delivery.method, delivery.route, delivery.status_code, reason)
         numbers = series.route
         # One lock for all of it: ``+=`` on a shared number is not atomic across threads.
@@ -272,27 +273,33 @@ class DeliveryMetrics:
     def _exemplars(
         self, series: _Series, i: int, j: int, delivery: Delivery | Tracker, span: Any
     ) -> None:
-        """Keep the span's trace on each of the three series it updated that is due."""
-        ctx = span.get_span_context()
-        if not ctx.trace_flags.sampled:
-            return
+        """Keep the span's trace on each of the three series it updated that is due.
+
+        The clock is read before the span: most responses find no series due (one exemplar
+        per series per :data:`EXEMPLAR_INTERVAL`) and leave without touching the span.
+        """
         now = monotonic()
         due = series.due
         interval = EXEMPLAR_INTERVAL
         size = len(self.bounds)
+        counter_due = now - due[0] >= interval
+        duration_due = now - due[1 + i] >= interval
+        send_due = now - due[1 + size + j] >= interval
+        if not (counter_due or duration_due or send_due):
+            return
+        ctx = span.get_span_context()
+        if not ctx.trace_flags.sampled:
+            return
         numbers = series.route
-        wall = 0.0
-        if now - due[0] >= interval:
+        wall = time.time()
+        if counter_due:
             due[0] = now
-            wall = time.time()
             series.trace = (ctx.trace_id, ctx.span_id, 1.0, wall)
-        if now - due[1 + i] >= interval:
+        if duration_due:
             due[1 + i] = now
-            wall = wall or time.time()
             numbers.duration_traces[i] = (ctx.trace_id, ctx.span_id, delivery.duration, wall)
-        if now - due[1 + size + j] >= interval:
+        if send_due:
             due[1 + size + j] = now
-            wall = wall or time.time()
             numbers.send_traces[j] = (ctx.trace_id, ctx.span_id, delivery.send_duration, wall)
 
     # The scrape

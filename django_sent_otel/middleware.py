@@ -49,8 +49,7 @@ class _Tracked(Tracker):
     the response whose ``close`` it replaces, how this kind of body tells its outcome
     (``ending``), and for a streaming body whether its wrapper saw it exhausted or raising.
     The response refers to the tracker and the tracker to the response until the first call,
-    which removes the instance attribute and drops both references: no cycle survives a
-    normal close.
+    which drops the tracker's references: no cycle survives a normal close.
     """
 
     __slots__ = ("closing", "ending", "exhausted", "failed")
@@ -84,12 +83,10 @@ class _Tracked(Tracker):
                 reason = ending(self, response)
         except Exception:  # never let accounting break the server's close()
             logger.exception("django-sent-otel: could not classify a delivery")
-        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per request)
-            del response.close  # the instance attribute: the class's close() is next
-        except AttributeError:
-            pass
         try:
-            response.close()
+            # The class's close(); the instance attribute (this method) stays, and calling it
+            # again does nothing: the response no longer refers to a tracker that refers to it.
+            type(response).close(response)
         finally:
             self.finish(reason)
 

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Mapping
 from time import time_ns
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -20,7 +20,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
-from ._compat import UNKNOWN, tracer_provider_set
+from ._compat import UNKNOWN, span_in, tracer_provider_set
 from .delivery import DELIVERED, OTHER, UNMATCHED, Delivery, Tracker, log_once
 
 logger = logging.getLogger(__name__)
@@ -80,12 +80,19 @@ def get_tracer(provider: trace.TracerProvider | None = None) -> trace.Tracer:
 def _parent_context(tracker: Tracker) -> otel_context.Context | None:
     """The current context if it holds a valid span, else one extracted from the headers."""
     current = otel_context.get_current()
-    if trace.get_current_span(current).get_span_context().is_valid:
+    span = span_in(current)
+    if span is not None and span.get_span_context().is_valid:
         return current
     meta = getattr(tracker.request, "META", None)
-    if meta and any(key in meta for key in _propagation_keys()):
-        return propagate.extract(meta, getter=_meta_getter)
+    if meta:
+        for key in _propagation_keys():  # a loop, not any(): no generator per request
+            if key in meta:
+                return propagate.extract(meta, getter=_meta_getter)
     return None
+
+
+#: ``tracker.trace_start`` when the span has no parent (None there means "not started").
+_NO_PARENT: Final[Any] = object()
 
 
 _keys_cache: tuple[object, tuple[str, ...]] = (None, ())
@@ -130,13 +137,14 @@ class TracingSink:
     is done at all; the first request after an SDK provider is set makes real spans.
     """
 
-    __slots__ = ("env_provider", "live", "tracer")
+    __slots__ = ("attributes", "env_provider", "live", "tracer")
 
     def __init__(self, tracer: trace.Tracer, *, live: bool = True) -> None:
         self.tracer = tracer
         #: False while the tracer may be the API's no-op: checked per request until it is not.
         self.live = live
         self.env_provider = OTEL_PYTHON_TRACER_PROVIDER in os.environ
+        self.attributes: dict[tuple[str, str, int, str | None], dict[str, Any]] = {}
 
     def _active(self) -> bool:
         if not _global_provider_is_real(self.env_provider):
@@ -145,32 +153,50 @@ class TracingSink:
         return True
 
     def handler_returned(self, tracker: Tracker) -> None:
+        # The parent is the context now (the Django server span is current only until the
+        # handler returns); the start time is taken from the tracker at the end.
         if self.live or self._active():
-            tracker.trace_start = (_parent_context(tracker), time_ns())
+            parent = _parent_context(tracker)
+            tracker.trace_start = _NO_PARENT if parent is None else parent
 
     def finished(self, tracker: Tracker) -> None:
-        start = tracker.trace_start
-        if start is None:
+        parent = tracker.trace_start
+        if parent is None:
             if tracker.returned_at is not None or not (self.live or self._active()):
                 return  # no SDK when the handler returned, or no start recorded
             # The outcome came before any response (the client left while the view ran):
             # the span covers the request from its start.
-            start = (_parent_context(tracker), time_ns() - int(tracker.duration * 1e9))
-        attributes = http_attributes(tracker)
-        attributes["http.response.body.size"] = tracker.bytes_sent
+            parent = _parent_context(tracker)
+            started = time_ns() - int(tracker.duration * 1e9)
+        else:
+            # The moment the handler returned, on the wall clock.
+            started = time_ns() - int(tracker.send_duration * 1e9)
+            if parent is _NO_PARENT:
+                parent = None
         reason = tracker.reason
-        attributes[OUTCOME_ATTRIBUTE] = attributes[LEGACY_OUTCOME_ATTRIBUTE] = reason or DELIVERED
+        attributes = self._attributes(tracker, reason)
+        attributes["http.response.body.size"] = tracker.bytes_sent
+        # Positional: start_span(name, context, kind, attributes, links, start_time).
         span = self.tracer.start_span(
-            SPAN_NAME,
-            context=start[0],
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            start_time=start[1],
+            SPAN_NAME, parent, SpanKind.INTERNAL, attributes, None, started
         )
         if reason is not None and span.is_recording():
             span.set_status(Status(StatusCode.ERROR, _DESCRIPTIONS[reason]))
         span.end()
         tracker.span = span
+
+    def _attributes(self, tracker: Tracker, reason: str | None) -> dict[str, Any]:
+        """A fresh copy of the attributes every span of this label set has (the label sets
+        are bounded as the metrics' are), so only the body size is added per request."""
+        key = (tracker.method, tracker.route, tracker.status_code, reason)
+        try:
+            return self.attributes[key].copy()
+        except KeyError:
+            pass
+        attributes = http_attributes(tracker)
+        attributes[OUTCOME_ATTRIBUTE] = attributes[LEGACY_OUTCOME_ATTRIBUTE] = reason or DELIVERED
+        self.attributes[key] = attributes
+        return attributes.copy()
 
 
 _DESCRIPTIONS = {

@@ -49,3 +49,15 @@ def test_other_responses_have_no_body_size(tmp_path: pytest.TempPathFactory) -> 
     path.write_bytes(b"data")
     with open(path, "rb") as f:
         assert _compat.body_size(FileResponse(f)) is None
+
+
+def test_opentelemetry_keeps_the_current_span_under_its_key() -> None:
+    from opentelemetry import context
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    assert isinstance(_SPAN_KEY, str), "opentelemetry-api renamed trace.propagation._SPAN_KEY"
+    assert _compat.span_in(context.get_current()) is None
+    span = TracerProvider().get_tracer("t").start_span("s")
+    ctx = trace.set_span_in_context(span)
+    assert _compat.span_in(ctx) is span is trace.get_current_span(ctx)
+    span.end()
