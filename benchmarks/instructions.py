@@ -39,17 +39,24 @@ BASELINE = {"otel-django-plugin": "otel-django", "plugin-otel-metrics": "plugin-
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def _loop(n: int, warmup: int) -> None:
+#: The trivial view every configuration is measured on, and the same body behind a route
+#: with a URL parameter, measured for the configurations that have targets.
+PATH = "/"
+ROUTED_PATH = "/item/42/"
+ROUTED_CONFIGS = ("bare", "plugin-metrics", "plugin-sdk")
+
+
+def _loop(n: int, warmup: int, path: str) -> None:
     """Runs in the measured process: build the application, warm up, serve ``n`` requests."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     from benchmarks import app, inproc
 
-    run = inproc.wsgi_runner(app.wsgi_application())
+    run = inproc.wsgi_runner(app.wsgi_application(), path)
     run(warmup)
     run(n)
 
 
-def _instructions(valgrind: str, config: str, n: int, warmup: int) -> int:
+def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env[configs.ENV_VAR] = config
@@ -70,6 +77,8 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int) -> int:
                 str(n),
                 "--warmup",
                 str(warmup),
+                "--path",
+                path,
             ],
             cwd=ROOT,
             env=env,
@@ -84,36 +93,7 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int) -> int:
     return int(match.group(1))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
-    parser.add_argument("--small", type=int, default=500)
-    parser.add_argument("--large", type=int, default=2500)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child is not None:
-        _loop(args.child, args.warmup)
-        return 0
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is needed (Debian package valgrind)")
-    per_request: dict[str, float] = {}
-    for name in args.configs:
-        cfg = configs.get(name)
-        if cfg.missing():
-            print(f"{name}: skipped, missing {', '.join(cfg.missing())}")
-            continue
-        small = _instructions(valgrind, name, args.small, args.warmup)
-        large = _instructions(valgrind, name, args.large, args.warmup)
-        per_request[name] = (large - small) / (args.large - args.small)
-        print(f"{name}: {per_request[name] / 1000:.1f}k instructions/request", flush=True)
-
-    print()
-    print(
-        f"Measured with `python -m benchmarks.instructions` ({args.large} - {args.small} requests)"
-    )
-    print()
+def _table(per_request: dict[str, float]) -> None:
     print("| configuration | k instructions/request | delta vs | delta k instructions |")
     print("|---|---|---|---|")
     for name, value in per_request.items():
@@ -123,6 +103,54 @@ def main(argv: list[str] | None = None) -> int:
             delta = f"{(value - per_request[base]) / 1000:+.1f}"
         shown_base = base if delta else ""
         print(f"| {configs.get(name).label} | {value / 1000:.1f} | {shown_base} | {delta} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    parser.add_argument(
+        "--routed-configs",
+        nargs="*",
+        default=list(ROUTED_CONFIGS),
+        help=f"configurations measured again on {ROUTED_PATH} (none: skip)",
+    )
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--large", type=int, default=2500)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        _loop(args.child, args.warmup, args.path)
+        return 0
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is needed (Debian package valgrind)")
+    tables: list[tuple[str, dict[str, float]]] = []
+    for path, names in ((PATH, args.configs), (ROUTED_PATH, args.routed_configs)):
+        per_request: dict[str, float] = {}
+        for name in names:
+            cfg = configs.get(name)
+            if cfg.missing():
+                print(f"{name}: skipped, missing {', '.join(cfg.missing())}")
+                continue
+            small = _instructions(valgrind, name, args.small, args.warmup, path)
+            large = _instructions(valgrind, name, args.large, args.warmup, path)
+            per_request[name] = (large - small) / (args.large - args.small)
+            print(
+                f"{name} {path}: {per_request[name] / 1000:.1f}k instructions/request", flush=True
+            )
+        if per_request:
+            tables.append((path, per_request))
+
+    for path, per_request in tables:
+        print()
+        print(
+            f"Measured with `python -m benchmarks.instructions` ({args.large} - {args.small} "
+            f"requests of {path})"
+        )
+        print()
+        _table(per_request)
     return 0
 
 

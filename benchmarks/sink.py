@@ -1,11 +1,12 @@
 """Instructions per response of the metrics sink alone: ``python -m benchmarks.sink``.
 
-Runs ``DeliveryMetrics.record`` (what ``MetricsSink.finished`` calls) on a delivered response
-(with a sampled span every ``--sampled-every`` responses) under ``valgrind --tool=callgrind`` for two
-response counts; the difference of the totals over the difference of the counts is the sink's
-cost per response, free of start-up. ``--variant per-thread`` measures the alternative design
-(one table per thread, summed at scrape) that the single lock was chosen over; ``--wall`` times
-either with 8 threads instead, in wall-clock seconds.
+Runs ``DeliveryMetrics.record`` (what ``MetricsSink.finished`` calls) on a delivered
+response (with a sampled span every ``--sampled-every`` responses) under
+``valgrind --tool=callgrind`` for two response counts; the difference of the totals over the
+difference of the counts is the sink's cost per response, free of start-up.
+``--variant per-thread`` measures the alternative design (one table per thread, summed at
+scrape) that the single lock was chosen over; ``--wall`` times either with 8 threads
+instead, in wall-clock seconds.
 """
 
 from __future__ import annotations

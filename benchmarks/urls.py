@@ -6,6 +6,7 @@ from benchmarks import views
 
 urlpatterns = [
     path("", views.hello),
+    path("item/<int:pk>/", views.item),
     path("async/", views.ahello),
     path("file/", views.file),
     path("file-reads/", views.file_reads),

@@ -12,6 +12,11 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 BODY = b"Hello, world!\n"
 
 
+def item(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same body behind a route with a URL parameter (label ``item/<int:pk>/``)."""
+    return HttpResponse(BODY)
+
+
 class CountingFile(io.FileIO):
     """A raw file counting every Python-level read: zero after a download means sendfile."""
 

@@ -92,15 +92,19 @@ def test_instruction_count_benchmark_runs() -> None:
     """``python -m benchmarks.instructions`` with tiny counts prints a positive count per row."""
     need_binary(shutil.which("valgrind"), "valgrind")
     argv = [sys.executable, "-m", "benchmarks.instructions", "--configs", "bare"]
-    argv += ["plugin-metrics", "--small", "20", "--large", "60", "--warmup", "10"]
+    argv += ["plugin-metrics", "--routed-configs", "plugin-metrics"]
+    argv += ["--small", "20", "--large", "60", "--warmup", "10"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| configuration |")
-    values = {row.split(" | ")[0][2:]: float(row.split(" | ")[1]) for row in rows[1:]}
-    assert set(values) == {label("bare"), label("plugin-metrics")}
-    assert all(value > 0 for value in values.values())
+    trivial, _, routed = done.stdout.partition("requests of /item/42/)")
+    assert "requests of /)" in trivial and routed
+    for text, expected in ((trivial, {"bare", "plugin-metrics"}), (routed, {"plugin-metrics"})):
+        rows = [line for line in text.splitlines() if line.startswith("| ")]
+        assert rows[0].startswith("| configuration |")
+        values = {row.split(" | ")[0][2:]: float(row.split(" | ")[1]) for row in rows[1:]}
+        assert set(values) == {label(name) for name in expected}
+        assert all(value > 0 for value in values.values())
