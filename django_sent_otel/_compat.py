@@ -1,7 +1,8 @@
-"""Every use of a dependency's private detail, each for a measured saving on every request.
+"""Every use of a dependency's private detail: for a measured saving on every request, or
+where a server offers no public way to tell it apart.
 
 ``tests/test_compat.py`` fails loudly when one of them changes shape; each function has a
-public fallback so a change costs speed, never correctness.
+public fallback so a change costs speed (or a server-specific refinement), never correctness.
 """
 
 from __future__ import annotations
@@ -58,3 +59,18 @@ def span_in(context: Any) -> Any:
         span = trace.get_current_span(context)
         return None if span is trace.INVALID_SPAN else span
     return context.get(_SPAN_KEY)
+
+
+GRANIAN_MODULE_PREFIX: Final = "granian."
+
+
+def is_granian_send(send: Any) -> bool:
+    """Whether an ASGI ``send`` is granian's: bound to an object of a ``granian.*`` class.
+
+    ASGI gives no server name to the application, and granian reports a disconnect while the
+    body is still being sent, so the ASGI wrapper must not wait for one before the final
+    message there. Matched by module name, so granian is never imported; any other server (or
+    a middleware between granian and the wrapper) answers False, the safe default.
+    """
+    owner = getattr(send, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith(GRANIAN_MODULE_PREFIX)

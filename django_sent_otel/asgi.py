@@ -18,6 +18,7 @@ from typing import Any
 
 from django.core.handlers.asgi import get_script_prefix
 
+from ._compat import is_granian_send
 from .delivery import CLIENT_DISCONNECT, SCOPE_KEY, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
@@ -64,7 +65,7 @@ class DeliveryASGIMiddleware:
         # granian reports a disconnect while the body is still being sent; giving it time
         # before the final message only lets a client that read everything and closed look
         # like one that left.
-        waits = not _is_granian_send(send)
+        waits = not is_granian_send(send)
 
         async def observed_send(message: Message) -> None:
             nonlocal body_messages, sending_final
@@ -116,16 +117,6 @@ async def _let_disconnect_arrive(tracker: Tracker) -> None:
         await asyncio.sleep(0)
         if tracker.done:
             return
-
-
-def _is_granian_send(send: Send) -> bool:
-    """Whether ``send`` is granian's (its ASGI protocol object is of a ``granian.*`` class).
-
-    Matched by module name, so granian is never imported; any other server (or a middleware
-    between granian and this wrapper) keeps the wait before the final message.
-    """
-    owner = getattr(send, "__self__", None)
-    return owner is not None and type(owner).__module__.startswith("granian.")
 
 
 def _start(scope: Scope) -> Tracker | None:

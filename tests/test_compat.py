@@ -6,6 +6,9 @@ goes into ``_compat`` alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from opentelemetry import trace
@@ -13,6 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from django_sent_otel import _compat
 from django_sent_otel.delivery import Delivery
+from tests.harness.clients import full_read
+from tests.harness.servers import Server
 
 
 def test_new_tuple_builds_a_named_tuple_positionally() -> None:
@@ -61,3 +66,29 @@ def test_opentelemetry_keeps_the_current_span_under_its_key() -> None:
     ctx = trace.set_span_in_context(span)
     assert _compat.span_in(ctx) is span is trace.get_current_span(ctx)
     span.end()
+
+
+def _granian_native() -> Any:
+    return pytest.importorskip(
+        "granian._granian", reason="granian is not installed (the test extra installs it)"
+    )
+
+
+def test_granian_asgi_send_is_a_method_of_a_granian_class() -> None:
+    """The shape ``is_granian_send`` reads: a method of ``granian._granian.ASGIHTTPProtocol``."""
+    native = _granian_native()
+    protocol = getattr(native, "ASGIHTTPProtocol", None)
+    assert protocol is not None, "granian no longer has _granian.ASGIHTTPProtocol"
+    assert protocol.__module__.startswith(_compat.GRANIAN_MODULE_PREFIX), protocol.__module__
+    assert callable(getattr(protocol, "send", None)), "ASGIHTTPProtocol.send is gone"
+
+
+@pytest.mark.servers
+def test_granian_asgi_send_is_recognised_and_uvicorn_send_is_not(tmp_path: Path) -> None:
+    """What the ASGI wrapper relies on, from the ``send`` real servers hand the application."""
+    _granian_native()
+    for kind, expected in (("granian-asgi", b"granian"), ("uvicorn", b"other")):
+        with Server(kind, app="tests.asgi:send_probe", log_dir=tmp_path) as server:
+            response = full_read(server.port, "/", keep_body=True)
+            log = server.log_tail()
+        assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"

@@ -17,13 +17,13 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.lifecycle import Started
 from tests.harness.servers import HOST, Server, ServerError, _status, free_port
+from tests.harness.waiting import wait_for
 from tests.middleware import ENV_VAR as ACCEL_ENV
 
 
@@ -168,15 +168,19 @@ class Proxied(Started):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.start_timeout
-        assert self._proc is not None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                return False
-            if _status(self.port, "/metrics", 5.0) is not None:
-                return True
-            time.sleep(0.05)
-        return False
+        """Whether nginx answers within ``start_timeout`` (False: it exited or never did)."""
+        proc = self._proc
+        assert proc is not None
+
+        def settled() -> str | None:
+            if proc.poll() is not None:
+                return "exited"
+            return "ready" if _status(self.port, "/metrics", 5.0) is not None else None
+
+        try:
+            return wait_for(settled, self.start_timeout, what="nginx to answer") == "ready"
+        except AssertionError:
+            return False
 
     def _kill(self) -> None:
         proc = self._proc
