@@ -95,6 +95,11 @@ class ExcludedPaths(NamedTuple):
             self.pattern is not None and self.pattern.search(path) is not None
         )
 
+    def matcher(self) -> Callable[[str], bool]:
+        """:meth:`search`, or the set's own ``__contains__`` when every pattern is a literal
+        path (the default): one C call per request."""
+        return self.exact.__contains__ if self.pattern is None else self.search
+
 
 def _excluded(value: Any) -> ExcludedPaths | None:
     patterns = _sequence(value, "Use a list of regular expressions, e.g. [r'^/health$'].")

@@ -32,7 +32,6 @@ from .delivery import (
     is_bodiless,
     log_once,
 )
-from .pipeline import runtime
 
 logger = logging.getLogger(__name__)
 _NO_WRAPPER = (
@@ -286,12 +285,12 @@ def _start_in_scope(request: HttpRequest, scope: Any) -> Tracker | None:
         tracker: Tracker | None = scope[SCOPE_KEY]
         if tracker is None:
             return None
-        if runtime().is_url_excluded(request):  # needs the request: decided here
+        if pipeline.runtime().is_url_excluded(request):  # needs the request: decided here
             tracker.discard()
             return None
         tracker.request = request
     else:
-        rt = runtime()
+        rt = pipeline.runtime()
         if not rt.enabled or rt.is_excluded(request.path_info) or rt.is_url_excluded(request):
             return None
         log_once(logger, _NO_WRAPPER)

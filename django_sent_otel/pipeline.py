@@ -31,8 +31,6 @@ class Runtime:
 
     __slots__ = (
         "enabled",
-        "excluded_exact",
-        "excluded_pattern",
         "is_excluded",
         "metrics",
         "returned_sinks",
@@ -49,13 +47,9 @@ class Runtime:
         url_excluded: Any = None,
     ) -> None:
         self.enabled = enabled
-        # ExcludedPaths.search(), flattened: it runs on every request.
-        self.excluded_exact = frozenset[str]() if excluded is None else excluded.exact
-        self.excluded_pattern = None if excluded is None else excluded.pattern
-        #: Whether a path is excluded: the set's own ``__contains__`` when every pattern is
-        #: a literal path (the default), so the check is one C call per request.
+        #: Whether a path is excluded (run on every request).
         self.is_excluded: Callable[[str], bool] = (
-            self.excluded_exact.__contains__ if self.excluded_pattern is None else self._search
+            frozenset[str]().__contains__ if excluded is None else excluded.matcher()
         )
         self.sinks = tuple(sinks)
         # A sink whose class sets ``on_return = False`` has nothing to do at handler return.
@@ -63,11 +57,6 @@ class Runtime:
         self.metrics = metrics
         #: ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` as the Django instrumentation reads it.
         self.url_excluded = url_excluded
-
-    def _search(self, path: str) -> bool:
-        return path in self.excluded_exact or (
-            self.excluded_pattern is not None and self.excluded_pattern.search(path) is not None
-        )
 
     def is_url_excluded(self, request: Any) -> bool:
         """Whether the Django instrumentation excludes this request from its server span
