@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 #: ``tuple.__new__(cls, values)`` builds a named tuple from a tuple without its keyword
@@ -59,6 +60,23 @@ def span_in(context: Any) -> Any:
         span = trace.get_current_span(context)
         return None if span is trace.INVALID_SPAN else span
     return context.get(_SPAN_KEY)
+
+
+def _context_getter() -> Any:
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    get = getattr(var, "get", None)
+    # Only the API's own contextvars runtime: another runtime keeps the context elsewhere.
+    if type(runtime).__name__ != "ContextVarsRuntimeContext" or not callable(get):
+        return otel_context.get_current
+    return get
+
+
+#: The current OpenTelemetry context: the runtime context's ``ContextVar.get`` (a C call)
+#: where opentelemetry-api keeps it in ``context._RUNTIME_CONTEXT._current_context``, else the
+#: public ``context.get_current`` (two Python calls more on every request with tracing,
+#: "plugin-sdk" row).
+current_context: Final = _context_getter()
 
 
 GRANIAN_MODULE_PREFIX: Final = "granian."

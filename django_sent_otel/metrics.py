@@ -123,7 +123,7 @@ class _Route:
 class _Series:
     """The numbers of one (method, route, status, reason): one outcome counter series."""
 
-    __slots__ = ("count", "created", "due", "labels", "reason", "route", "trace")
+    __slots__ = ("count", "created", "exemplified", "labels", "reason", "route", "trace")
 
     def __init__(self, labels: tuple[str, str, str], reason: str | None, route: _Route) -> None:
         self.labels = labels
@@ -134,7 +134,7 @@ class _Series:
         self.trace: _Trace | None = None
         # When this label set last gave an exemplar to: [0] its counter, [1 + i] duration
         # bucket i, [1 + size + j] send bucket j (the throttle is per label set and series).
-        self.due: list[float] = []
+        self.exemplified: list[float] = []
 
 
 class DeliveryMetrics:
@@ -244,7 +244,17 @@ class DeliveryMetrics:
             finally:
                 lock.release()
             if span is not None:
-                self._exemplars(series, i, j, delivery, span)
+                # The throttle first (a clock read, three comparisons): most responses find no
+                # series due and never touch the span.
+                interval = EXEMPLAR_INTERVAL
+                now = monotonic()
+                last = series.exemplified
+                if (
+                    now - last[0] >= interval
+                    or now - last[1 + i] >= interval
+                    or now - last[len(bounds) + 1 + j] >= interval
+                ):
+                    self._exemplars(series, i, j, delivery, span)
         else:
             sent = delivery.bytes_sent
             lock.acquire()
@@ -265,7 +275,7 @@ class DeliveryMetrics:
                 if numbers is None:
                     numbers = self._routes[(method, route)] = _Route((method, route), size)
                 series = _Series((method, route, str(status_code)), reason, numbers)
-                series.due = [-inf] * (1 + 2 * size)
+                series.exemplified = [-inf] * (1 + 2 * size)
                 self._series[key] = series
         self.start_writer()
         return series
@@ -273,33 +283,25 @@ class DeliveryMetrics:
     def _exemplars(
         self, series: _Series, i: int, j: int, delivery: Delivery | Tracker, span: Any
     ) -> None:
-        """Keep the span's trace on each of the three series it updated that is due.
-
-        The clock is read before the span: most responses find no series due (one exemplar
-        per series per :data:`EXEMPLAR_INTERVAL`) and leave without touching the span.
-        """
-        now = monotonic()
-        due = series.due
-        interval = EXEMPLAR_INTERVAL
-        size = len(self.bounds)
-        counter_due = now - due[0] >= interval
-        duration_due = now - due[1 + i] >= interval
-        send_due = now - due[1 + size + j] >= interval
-        if not (counter_due or duration_due or send_due):
-            return
+        """Keep the span's trace on each of the three series it updated that is due (one
+        exemplar per series per :data:`EXEMPLAR_INTERVAL`), if the span is sampled."""
         ctx = span.get_span_context()
         if not ctx.trace_flags.sampled:
             return
+        now = monotonic()  # (read again: this is the rare path, one response per second)
+        last = series.exemplified
+        interval = EXEMPLAR_INTERVAL
+        send_at = len(self.bounds) + 1 + j
         numbers = series.route
         wall = time.time()
-        if counter_due:
-            due[0] = now
+        if now - last[0] >= interval:
+            last[0] = now
             series.trace = (ctx.trace_id, ctx.span_id, 1.0, wall)
-        if duration_due:
-            due[1 + i] = now
+        if now - last[1 + i] >= interval:
+            last[1 + i] = now
             numbers.duration_traces[i] = (ctx.trace_id, ctx.span_id, delivery.duration, wall)
-        if send_due:
-            due[1 + size + j] = now
+        if now - last[send_at] >= interval:
+            last[send_at] = now
             numbers.send_traces[j] = (ctx.trace_id, ctx.span_id, delivery.send_duration, wall)
 
     # The scrape

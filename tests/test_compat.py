@@ -68,6 +68,25 @@ def test_opentelemetry_keeps_the_current_span_under_its_key() -> None:
     span.end()
 
 
+def test_opentelemetry_keeps_the_current_context_in_a_context_variable() -> None:
+    from opentelemetry import context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+    assert isinstance(runtime, ContextVarsRuntimeContext), "the runtime context moved"
+    assert _compat.current_context == runtime._current_context.get, "not the fast path"
+    assert _compat.current_context() is context.get_current()
+    span = TracerProvider().get_tracer("t").start_span("s")
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        assert _compat.current_context() is context.get_current()
+        assert _compat.span_in(_compat.current_context()) is span
+    finally:
+        context.detach(token)
+        span.end()
+    assert _compat.span_in(_compat.current_context()) is None
+
+
 def _granian_native() -> Any:
     return pytest.importorskip(
         "granian._granian", reason="granian is not installed (the test extra installs it)"

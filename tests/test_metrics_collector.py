@@ -106,6 +106,37 @@ def test_eight_threads_count_exactly() -> None:
     assert scrapes and all(0 <= v - in_flight_before <= THREADS for v in scrapes)
 
 
+@pytest.mark.usefixtures("tiny_switch_interval")
+def test_in_flight_count_never_counts_finished_responses_under_thread_switches() -> None:
+    """Each of four threads has at most one response in flight, so no reading may exceed four
+    (reading the two counts one after the other once gave thousands: every response that
+    ended while the reader was switched out)."""
+    threads_n, per_thread = 4, 4000
+    before = sending()
+    start = threading.Barrier(threads_n + 1)
+
+    def work() -> None:
+        start.wait(timeout=30)
+        for _ in range(per_thread):
+            tracker = Tracker("GET", ())
+            tracker.handler_returned("a/", 200)
+            tracker.finish()
+
+    workers = [threading.Thread(target=work) for _ in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    readings: list[int] = []
+    start.wait(timeout=30)
+    while any(worker.is_alive() for worker in workers) and len(readings) < 200_000:
+        readings.append(sending() - before)
+    for worker in workers:
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+    assert len(readings) > 100, "the workers finished before the reader read anything"
+    assert max(readings) <= threads_n, max(readings)
+    assert sending() == before
+
+
 def test_in_flight_gauge_counts_returned_responses_only() -> None:
     registry = CollectorRegistry()
     sinks: list[Any] = [MetricsSink(DeliveryMetrics(registry=registry))]

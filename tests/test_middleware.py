@@ -370,6 +370,21 @@ def test_span_is_child_of_the_current_span(spans: InMemorySpanExporter) -> None:
     assert delivered[0].context.trace_id == server.get_span_context().trace_id
 
 
+def test_span_parent_is_what_was_current_when_the_handler_returned(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A span current only while the server closes the response (a WSGI middleware's, say) is
+    not the parent: the parent is decided when the handler returns, here none (a root)."""
+    from tests import slots
+
+    tracer = slots.tracer_provider.get_tracer("test")
+    response = DeliveryMiddleware(lambda r: HttpResponse(b"x"))(RequestFactory().get("/"))
+    with tracer.start_as_current_span("closing"):
+        response.close()
+    (delivered,) = [s for s in spans.get_finished_spans() if s.name == "response-delivered"]
+    assert delivered.parent is None
+
+
 def test_streaming_delivery_span_lasts_the_send_phase(spans: InMemorySpanExporter) -> None:
     def view(request: HttpRequest) -> StreamingHttpResponse:
         return StreamingHttpResponse(iter([b"a", b"b"]))
