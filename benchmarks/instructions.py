@@ -64,13 +64,6 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) ->
     # String hashes are randomised per process: dict layouts, and so the counts, would move
     # by a few thousand instructions per request between runs of the same code.
     env["PYTHONHASHSEED"] = "0"
-    # The SDK's batch processor exports from its own thread every 512 spans and every 5 s of
-    # wall time; under callgrind, when that thread runs (and the GIL hand-offs it causes)
-    # varies, and moved the SDK rows by up to 3k per request between runs of the same code.
-    # Here it queues every span and exports them all at exit, in one batch: the same work
-    # per span (the queueing and the export are counted), done at the same moment every run.
-    env["OTEL_BSP_SCHEDULE_DELAY"] = str(24 * 3600 * 1000)
-    env["OTEL_BSP_MAX_QUEUE_SIZE"] = env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = str(1 << 20)
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [
