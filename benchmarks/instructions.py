@@ -99,14 +99,21 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) ->
             timeout=900,
             check=False,
         )
-        counts = []
-        for out in sorted(Path(tmp).glob("out-*")):
-            match = _TOTALS.search(out.read_text(errors="replace"))
-            if match is not None:
-                counts.append(int(match.group(1)))
-    if done.returncode != 0 or not counts:
-        raise SystemExit(f"callgrind run of {config} failed:\n{done.stderr[-3000:]}")
-    return counts[0], sum(counts[1:])
+        if done.returncode != 0:
+            raise SystemExit(f"callgrind run of {config} failed:\n{done.stderr[-3000:]}")
+        totals = {out.name: _totals(out) for out in Path(tmp).glob("out-*")}
+    main_thread = totals.pop("out-01", None)
+    if main_thread is None:
+        raise SystemExit(f"callgrind wrote no count for the main thread of {config}")
+    return main_thread, sum(totals.values())
+
+
+def _totals(out: Path) -> int:
+    """The instruction total of one thread's callgrind file."""
+    match = _TOTALS.search(out.read_text(errors="replace"))
+    if match is None:
+        raise SystemExit(f"no totals in {out.name}")
+    return int(match.group(1))
 
 
 def _table(per_request: dict[str, float]) -> None:

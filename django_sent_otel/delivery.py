@@ -148,8 +148,8 @@ def _sink_failed(sink: object, event: str) -> None:
     log_once(logger, message, key, key=key, error=True)
 
 
-#: The slots the tracing sink keeps its state in: its start (parent context, time) between
-#: the two events, and the span it ended, which it publishes for the sinks after it (the
+#: The slots the tracing sink keeps its state in: the parent context it took between the
+#: two events, and the span it ended, which it publishes for the sinks after it (the
 #: metrics sink's exemplars read it, so tracing must come first).
 TRACING_SLOTS: Final = ("span", "trace_start")
 

@@ -254,7 +254,7 @@ class DeliveryMetrics:
                     or now - last[1 + i] >= interval
                     or now - last[len(bounds) + 1 + j] >= interval
                 ):
-                    self._exemplars(series, i, j, delivery, span)
+                    self._exemplars(series, i, j, delivery, span, now=now)
         else:
             sent = delivery.bytes_sent
             lock.acquire()
@@ -281,14 +281,20 @@ class DeliveryMetrics:
         return series
 
     def _exemplars(
-        self, series: _Series, i: int, j: int, delivery: Delivery | Tracker, span: Any
+        self,
+        series: _Series,
+        i: int,
+        j: int,
+        delivery: Delivery | Tracker,
+        span: Any,
+        *,
+        now: float,
     ) -> None:
         """Keep the span's trace on each of the three series it updated that is due (one
         exemplar per series per :data:`EXEMPLAR_INTERVAL`), if the span is sampled."""
         ctx = span.get_span_context()
         if not ctx.trace_flags.sampled:
             return
-        now = monotonic()  # (read again: this is the rare path, one response per second)
         last = series.exemplified
         interval = EXEMPLAR_INTERVAL
         send_at = len(self.bounds) + 1 + j
