@@ -92,3 +92,69 @@ def is_granian_send(send: Any) -> bool:
     """
     owner = getattr(send, "__self__", None)
     return owner is not None and type(owner).__module__.startswith(GRANIAN_MODULE_PREFIX)
+
+
+# Knowing the client left while a WSGI view runs: where each server keeps the connection.
+
+
+def _original(module: str, name: str) -> Any:
+    """The attribute before gevent's monkey-patching replaced it (itself when unpatched).
+
+    Under gunicorn's gevent worker ``threading`` and ``select`` are gevent's: the disconnect
+    watcher needs a real thread blocking in a real ``epoll``, or it would block the hub."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None:
+        try:
+            return gevent_monkey.get_original(module, name)
+        except Exception:
+            pass
+    return getattr(sys.modules.get(module) or __import__(module), name)
+
+
+def real_epoll() -> Any:
+    """``select.epoll`` as the OS offers it (OSError where there is none: not Linux)."""
+    try:
+        return _original("select", "epoll")
+    except AttributeError:
+        raise OSError("epoll is not available on this platform") from None
+
+
+def start_real_thread(target: Any, name: str) -> None:
+    """Start ``target`` on an OS thread, a daemon, even when gevent patched ``threading``."""
+    thread_class = _original("threading", "Thread")
+    thread_class(target=target, name=name, daemon=True).start()
+
+
+def _runserver_socket(environ: Any) -> Any:
+    """runserver (wsgiref): ``wsgi.input`` is Django's ``LimitedStream`` over the handler's
+    ``rfile``, whose raw ``SocketIO`` holds the connection (``LimitedStream._read`` is the
+    bound ``rfile.read``, ``SocketIO._sock`` the socket)."""
+    stream = environ.get("wsgi.input")
+    rfile = getattr(getattr(stream, "_read", None), "__self__", None)
+    return getattr(getattr(rfile, "raw", None), "_sock", None)
+
+
+def connection_of(environ: Any) -> int | Any | None:
+    """How to know the client of a WSGI request left: the connection's file descriptor, a
+    callable answering "gone?" (waitress), or None (the server offers neither: granian).
+
+    Must run on the request's thread (uWSGI's ``connection_fd()`` is the current request's).
+    - gunicorn (sync, gthread, gevent): ``environ["gunicorn.socket"]``.
+    - uWSGI: ``uwsgi.connection_fd()``.
+    - waitress: ``environ["waitress.client_disconnected"]``, which notices a client that left
+      only with ``channel_request_lookahead`` > 0 (the channel reads on while the view runs).
+    - runserver: the socket behind ``wsgi.input`` (see :func:`_runserver_socket`).
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        return int(sock.fileno())
+    probe = environ.get("waitress.client_disconnected")
+    if probe is not None:
+        return probe
+    if "uwsgi.version" in environ:
+        uwsgi = sys.modules.get("uwsgi")
+        return None if uwsgi is None else int(uwsgi.connection_fd())
+    sock = _runserver_socket(environ)
+    if sock is not None:
+        return int(sock.fileno())
+    return None

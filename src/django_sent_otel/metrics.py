@@ -68,6 +68,9 @@ DURATION_HELP: Final = "Time from request start until the response was delivered
 SEND_HELP: Final = "Time from the handler returning the response until it was delivered."
 BYTES_HELP: Final = "Response body bytes handed to the server, failed deliveries included."
 SENDING_HELP: Final = "Responses between handler return and the end of their delivery."
+ABANDONED_HELP: Final = (
+    "Seconds the application kept working on requests after their client was known gone."
+)
 
 _OUTCOME_LABELS: Final = ("method", "route", "status")
 _ROUTE_LABELS: Final = ("method", "route")
@@ -95,6 +98,7 @@ class _Route:
     """The numbers of one (method, route): both histograms and the byte counter."""
 
     __slots__ = (
+        "abandoned_seconds",
         "created",
         "duration_counts",
         "duration_sum",
@@ -110,6 +114,7 @@ class _Route:
         self.labels = labels
         self.created = time.time()
         self.sent_bytes = 0
+        self.abandoned_seconds = 0.0
         self.duration_sum = 0.0
         self.send_sum = 0.0
         # Per bucket, not cumulative (as prometheus_client keeps them); summed at scrape.
@@ -161,6 +166,7 @@ class DeliveryMetrics:
             f"{prefix}http_response_sent_bytes",
             f"{prefix}http_responses_sending",
         )
+        self.abandoned_name = f"{prefix}http_abandoned_work_seconds"
         self._series: dict[_Key, _Series] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._lock = threading.Lock()
@@ -264,6 +270,16 @@ class DeliveryMetrics:
             finally:
                 lock.release()
 
+    def record_abandoned(self, method: str, route: str, seconds: float) -> None:
+        """Add the seconds the application worked on a request after its client left."""
+        key = (method, route)
+        with self._lock:
+            numbers = self._routes.get(key)
+            if numbers is None:
+                numbers = self._routes[key] = _Route(key, len(self.bounds))
+            numbers.abandoned_seconds += seconds
+        self.start_writer()
+
     def _add(self, method: str, route: str, status_code: int, reason: str | None) -> _Series:
         """The record of a new label set (and of its method and route if new)."""
         with self._lock:
@@ -322,6 +338,7 @@ class DeliveryMetrics:
         yield HistogramMetricFamily(send, SEND_HELP, labels=_ROUTE_LABELS)
         yield CounterMetricFamily(sent_bytes, BYTES_HELP, labels=_ROUTE_LABELS)
         yield GaugeMetricFamily(sending, SENDING_HELP)
+        yield CounterMetricFamily(self.abandoned_name, ABANDONED_HELP, labels=_ROUTE_LABELS)
 
     def collect(self) -> Iterator[Metric]:
         created = _created_enabled()
@@ -360,6 +377,12 @@ class DeliveryMetrics:
             )
         yield sent_bytes
         yield GaugeMetricFamily(names[5], SENDING_HELP, value=self.sending())
+        abandoned = CounterMetricFamily(self.abandoned_name, ABANDONED_HELP, labels=_ROUTE_LABELS)
+        for route in routes:
+            abandoned.add_metric(
+                route.labels, route.abandoned_seconds, route.created if created else None
+            )
+        yield abandoned
 
     def _cumulative(self, counts: list[int], traces: list[_Trace | None]) -> list[_Bucket]:
         """prometheus_client's bucket samples: cumulative counts, ``le`` as it formats it."""
@@ -378,10 +401,11 @@ _Bucket = tuple[str, float] | tuple[str, float, Exemplar]
 class _RouteCopy:
     """A scrape's copy of one :class:`_Route`, taken under the lock."""
 
-    __slots__ = ("created", "duration", "labels", "send", "sent_bytes")
+    __slots__ = ("abandoned_seconds", "created", "duration", "labels", "send", "sent_bytes")
 
     def __init__(self, route: _Route) -> None:
         self.labels = route.labels
+        self.abandoned_seconds = route.abandoned_seconds
         self.created = route.created
         self.sent_bytes = route.sent_bytes
         self.duration = (
@@ -508,6 +532,8 @@ class _MultiprocessWriter:
                     bucket = (bucket_names, (*route.labels, le))
                     write("histogram", name, "_bucket", bucket, count, help_text=help_text)
             write("counter", sent_bytes, "_total", labels, route.sent_bytes, help_text=BYTES_HELP)
+            abandoned = (owner.abandoned_name, route.abandoned_seconds)
+            write("counter", abandoned[0], "_total", labels, abandoned[1], help_text=ABANDONED_HELP)
         for values, reason, count in series:
             if reason is None:
                 labels = (_OUTCOME_LABELS, values)
@@ -618,6 +644,10 @@ class MetricsSink:
 
     def _finished_with_exemplar(self, tracker: Tracker) -> None:
         self.metrics.record(tracker, tracker.span)
+
+    def abandoned(self, tracker: Tracker, seconds: float) -> None:
+        """The application stopped working ``seconds`` after the client was known gone."""
+        self.metrics.record_abandoned(tracker.method, tracker.route, seconds)
 
 
 def build_sink(*, tracing: bool = True) -> MetricsSink | None:

@@ -10,6 +10,7 @@ touched, so ``wsgi.file_wrapper``/sendfile stays zero-copy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import select
 import sys
@@ -21,7 +22,7 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import pipeline
-from ._compat import body_size, current_exception
+from ._compat import body_size, connection_of, current_exception
 from .delivery import (
     CLIENT_DISCONNECT,
     SCOPE_KEY,
@@ -32,8 +33,14 @@ from .delivery import (
     is_bodiless,
     log_once,
 )
+from .watcher import get_watcher, socket_gone
 
 logger = logging.getLogger(__name__)
+_UNWATCHABLE = (
+    "django-sent-otel: this server does not tell when a client leaves while the view runs "
+    "(see the docs' table 'Seen while the view runs'); is_disconnected() answers False and "
+    "on_disconnect() callbacks run only if the failure is seen otherwise"
+)
 _NO_WRAPPER = (
     "django-sent-otel: running under ASGI without the delivery wrapper: client disconnects of "
     "non-streaming responses and exceptions escaping Django are not observable. Use "
@@ -88,6 +95,56 @@ class _Tracked(Tracker):
             type(response).close(response)
         finally:
             self.finish(reason)
+            if self.disconnected_at is not None:  # the view and the body are done now
+                self.work_stopped()
+
+    # Knowing the client left while the view runs: the server's connection, watched.
+
+    def watch(self) -> bool:
+        """Register the request's connection with the process's watcher (once)."""
+        if self.unwatch is not None or self.disconnected_at is not None:
+            return True
+        request = self.request
+        if request is None or self.done:
+            return False
+        try:
+            source = connection_of(request.META)
+            if source is None:
+                log_once(logger, _UNWATCHABLE)
+                return False
+            watcher = get_watcher()
+            if isinstance(source, int):
+                handle = watcher.add(source, self.client_left)
+            else:
+                handle = watcher.add_probe(source, self.client_left)
+            if handle is None:
+                return False
+            self.unwatch = functools.partial(watcher.remove, handle)
+            if not self._open:  # finished meanwhile (another thread closed the response)
+                self._stop_watching()
+            return True
+        except Exception:
+            log_once(logger, "django-sent-otel: could not watch a client", error=True)
+            return False
+
+    def check_disconnected(self) -> bool:
+        """Gone already, or (when no watcher reports) asked of the connection now."""
+        if self.disconnected_at is not None:
+            return True
+        request = self.request
+        if self.unwatch is not None or request is None:
+            return False
+        try:
+            source = connection_of(request.META)
+            if isinstance(source, int):
+                gone = socket_gone(source)
+            else:
+                gone = source is not None and bool(source())
+        except Exception:
+            return False
+        if gone:
+            self.client_left()
+        return gone
 
 
 # How the other kinds of body tell their outcome at close().
@@ -272,6 +329,8 @@ def _start(request: HttpRequest) -> Tracker | None:
             return None
         tracker = _Tracked(request.method, rt.sinks, rt.returned_sinks, request)
         attrs[TRACKER_ATTR] = tracker
+        if rt.watch_disconnects:
+            tracker.watch()
         return tracker
     except Exception:
         logger.exception("django-sent-otel: could not start tracking a request")

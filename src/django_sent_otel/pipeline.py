@@ -36,6 +36,7 @@ class Runtime:
         "returned_sinks",
         "sinks",
         "url_excluded",
+        "watch_disconnects",
     )
 
     def __init__(
@@ -45,8 +46,12 @@ class Runtime:
         sinks: Sequence[Sink],
         metrics: Any = None,
         url_excluded: Any = None,
+        *,
+        watch_disconnects: bool = False,
     ) -> None:
         self.enabled = enabled
+        #: ``SENT_OTEL_WATCH_DISCONNECTS``: watch every WSGI request's client.
+        self.watch_disconnects = watch_disconnects
         #: Whether a path is excluded (run on every request).
         self.is_excluded: Callable[[str], bool] = (
             frozenset[str]().__contains__ if excluded is None else excluded.matcher()
@@ -119,6 +124,7 @@ def build() -> Runtime:
         sinks,
         None if metrics_sink is None else metrics_sink.metrics,
         url_excluded=_url_excluded(),
+        watch_disconnects=conf.WATCH_DISCONNECTS,
     )
 
 

@@ -29,6 +29,8 @@ SPAN_NAME = "response-delivered"
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 #: ``delivered`` or the failure reason, in the package's own attribute namespace.
 OUTCOME_ATTRIBUTE = "django_sent_otel.delivery.outcome"
+#: Seconds from request start until the client was known gone (set only then).
+DISCONNECTED_AT_ATTRIBUTE = "django_sent_otel.client.disconnected_at"
 #: The same value under its first, unnamespaced key: deprecated, removed in the next release.
 LEGACY_OUTCOME_ATTRIBUTE = "delivery.outcome"
 #: Read once: an Enum member lookup costs about 900 instructions on Python 3.11.
@@ -184,6 +186,9 @@ class TracingSink:
         except KeyError:
             attributes = self._attributes(tracker, reason)
         attributes["http.response.body.size"] = tracker.bytes_sent
+        left = tracker.disconnected_at
+        if left is not None:  # seconds from request start until the client was seen leaving
+            attributes[DISCONNECTED_AT_ATTRIBUTE] = max(left - tracker.started_at, 0.0)
         # Positional: start_span(name, context, kind, attributes, links, start_time).
         span = self.tracer.start_span(SPAN_NAME, parent, _INTERNAL, attributes, None, started)
         if reason is not None and span.is_recording():
