@@ -19,5 +19,6 @@ urlpatterns = [
     path("callback/", views.callback),
     path("async-small/", views.async_small),
     path("crash/", views.crash),
+    path("leave/", views.leave),
     path("", include("django_sent_otel.urls")),
 ]

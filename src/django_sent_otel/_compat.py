@@ -119,10 +119,24 @@ def real_epoll() -> Any:
         raise OSError("epoll is not available on this platform") from None
 
 
-def start_real_thread(target: Any, name: str) -> None:
-    """Start ``target`` on an OS thread, a daemon, even when gevent patched ``threading``."""
-    thread_class = _original("threading", "Thread")
-    thread_class(target=target, name=name, daemon=True).start()
+def real_poll() -> Any:
+    """``select.poll`` as the OS offers it, or None (gevent's aggressive patching removes it)."""
+    try:
+        return _original("select", "poll")
+    except AttributeError:
+        return None
+
+
+def real_lock() -> Any:
+    """A lock of the OS, even under gevent: held for a few instructions by the watcher's
+    thread and the request's, never across a switch, so it can never block the hub."""
+    return _original("_thread", "allocate_lock")()
+
+
+def start_real_thread(target: Any) -> None:
+    """Run ``target`` on a new OS thread, even when gevent patched ``threading`` (no
+    ``threading.Thread``: its start-up handshake waits on a lock that gevent replaced)."""
+    _original("_thread", "start_new_thread")(target, ())
 
 
 def _runserver_socket(environ: Any) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, NamedTuple, Protocol
 
-from ._compat import new_tuple
+from ._compat import new_tuple, real_lock
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ def sending() -> int:
 
 def _forked() -> None:
     """In a forked child the parent's responses in flight are not this process's."""
-    global _returns, _ends, _count_returned, _count_ended, _sending_lock
+    global _returns, _ends, _count_returned, _count_ended, _sending_lock, _leave_lock
+    _leave_lock = real_lock()
     _returns, _ends = itertools.count(), itertools.count()
     _count_returned, _count_ended = _returns.__next__, _ends.__next__
     _sending_lock = threading.Lock()
@@ -466,7 +467,7 @@ class Tracker:
 #: Guards the hand-over between a client leaving (on the watcher's thread or the event loop)
 #: and a callback registered at that moment: each callback runs exactly once. Taken only by
 #: requests that register or are seen leaving.
-_leave_lock = threading.Lock()
+_leave_lock = real_lock()
 
 _LEAVE_CALLBACK_RAISED = (
     "django-sent-otel: on_disconnect callback %r raised (logged once; the response is not affected)"

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from ._compat import real_epoll, start_real_thread
+from ._compat import real_epoll, real_lock, real_poll, start_real_thread
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,11 @@ Probe = Callable[[], bool]
 def socket_gone(fd: int) -> bool:
     """Whether the peer of a connected socket hung up or reset, asked without blocking
     (``poll`` with a zero timeout; data waiting to be read is not an answer)."""
-    if not hasattr(select, "poll"):
+    poll = real_poll()
+    if poll is None:
         return False
     try:
-        poller = select.poll()
+        poller = poll()
         poller.register(fd, _POLL_GONE)
         return any(events & _POLL_GONE for _, events in poller.poll(0))
     except (OSError, ValueError):
@@ -74,7 +75,7 @@ class Watcher:
     """The process's watcher (see the module docstring); use :func:`get_watcher`."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = real_lock()
         self._fds: dict[int, _Watch] = {}
         self._probes: dict[int, _Watch] = {}
         self._epoll: select.epoll | None = None
@@ -95,7 +96,7 @@ class Watcher:
             os.set_blocking(self._wake_w, False)
             epoll.register(self._wake_r, select.EPOLLIN)
             self._epoll = epoll
-            start_real_thread(self._run, "django-sent-otel-watcher")
+            start_real_thread(self._run)
         return epoll
 
     def add(self, fd: int, on_gone: OnGone) -> _Watch | None:
