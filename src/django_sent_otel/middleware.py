@@ -107,6 +107,10 @@ class _Tracked(Tracker):
         request = self.request
         if request is None or self.done:
             return False
+        if "scope" in request.__dict__:
+            # ASGI without the wrapper: Django's listener cancels the request when the
+            # client leaves, and the middleware reports it (see __acall__).
+            return True
         try:
             source = connection_of(request.META)
             if source is None:
@@ -305,7 +309,9 @@ class DeliveryMiddleware:
         try:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
         except asyncio.CancelledError:
-            # The client left while the view ran: Django sends nothing and closes nothing.
+            # The client left while the view ran (Django's listener saw http.disconnect and
+            # cancelled the request): Django sends nothing and closes nothing.
+            tracker.client_left()
             tracker.finish(CLIENT_DISCONNECT)
             raise
         _returned(request, response, tracker)
