@@ -148,6 +148,16 @@ def _runserver_socket(environ: Any) -> Any:
     return getattr(getattr(rfile, "raw", None), "_sock", None)
 
 
+def waitress_looks_ahead(probe: Any) -> bool:
+    """Whether waitress reads on while the application runs (``channel_request_lookahead``
+    > 0), without which its ``client_disconnected()`` never turns True: the setting lives in
+    the channel's ``adj`` (``Adjustments``), the callable being the channel's bound method.
+    Unknown (another shape): assumed on."""
+    adj = getattr(getattr(probe, "__self__", None), "adj", None)
+    lookahead = getattr(adj, "channel_request_lookahead", None)
+    return not isinstance(lookahead, int) or lookahead > 0
+
+
 def connection_of(environ: Any) -> int | Any | None:
     """How to know the client of a WSGI request left: the connection's file descriptor, a
     callable answering "gone?" (waitress), or None (the server offers neither: granian).
@@ -164,7 +174,7 @@ def connection_of(environ: Any) -> int | Any | None:
         return int(sock.fileno())
     probe = environ.get("waitress.client_disconnected")
     if probe is not None:
-        return probe
+        return probe if waitress_looks_ahead(probe) else None
     if "uwsgi.version" in environ:
         uwsgi = sys.modules.get("uwsgi")
         return None if uwsgi is None else int(uwsgi.connection_fd())

@@ -66,6 +66,12 @@ class ReferenceMetrics:
             multiprocess_mode="livesum",
             **common,
         )
+        self.abandoned = Counter(
+            "http_abandoned_work_seconds",
+            "Seconds the application kept working on requests after their client was known gone.",
+            ["method", "route"],
+            **common,
+        )
         self.bounds = sorted(float(b) for b in buckets)
         self.interval = interval
         self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -86,6 +92,7 @@ class ReferenceMetrics:
                 self.send_duration.labels(method, route),
                 self.sent_bytes.labels(method, route),
             )
+            self.abandoned.labels(method, route)  # every route shows it, from zero
         outcome, duration, send_duration, sent_bytes = children
         if delivery.reason is None:
             given = self._exemplars(key, delivery, span)
