@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import RequestFactory
@@ -308,3 +310,40 @@ def test_is_disconnected_asks_the_socket_when_nobody_watches(
     request.__dict__[TRACKER_ATTR] = _Tracked("GET", (), None, request)
     client.close()
     wait_for(lambda: django_sent_otel.is_disconnected(request), BOUND, what="seen gone")
+
+
+# The docs
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+EXAMPLE_VIEWS = Path(__file__).resolve().parents[1] / "example" / "views.py"
+
+
+def _between(text: str, name: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    assert start in text and end in text, f"README.md lacks the {start} / {end} markers"
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def test_readme_shows_the_seen_table_and_the_figures() -> None:
+    from tests.servers.seen import render_figures, render_table
+
+    text = README.read_text(encoding="utf-8")
+    assert _between(text, "seen") == render_table().strip(), (
+        "README.md's 'Seen while the view runs' table is out of date: paste "
+        "tests.servers.seen.render_table()"
+    )
+    assert _between(text, "abandoned") == render_figures().strip()
+
+
+def test_readme_code_is_the_example_code() -> None:
+    """The section's code is the example project's, which real-server tests run."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Knowing the client left while the work runs", 1)[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    views = EXAMPLE_VIEWS.read_text(encoding="utf-8")
+    shown = [block for block in blocks if block.startswith("def ")]
+    assert shown
+    for block in shown:
+        for function in block.split("\n\n\n"):
+            assert function.strip() in views, f"not in example/views.py:\n{function}"

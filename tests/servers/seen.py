@@ -17,6 +17,14 @@ import textwrap
 from pathlib import Path
 
 MEASURED_PATH = Path(__file__).with_name("seen-measured.json")
+#: Written by ``tests/servers/test_example_abandon.py`` (same variable).
+FIGURES_PATH = Path(__file__).with_name("abandon-measured.json")
+FIGURE_VIEWS = {
+    "report/": "long SQLite query (`report/`)",
+    "tokens/": "token stream, sync generator (`tokens/`)",
+    "atokens/": "token stream, async generator (`atokens/`)",
+    "steps/": "sync view in steps (`steps/`)",
+}
 
 #: How a client leaves while the view runs (see ``tests.harness.clients.LEAVES``).
 LEAVES = ("reset", "close", "half-close")
@@ -26,7 +34,7 @@ GRANIAN_WSGI = (
     "whether the client is still there: a client that left is seen only when the response "
     "is written (the delivery outcome)."
 )
-#: Servers in the order of the table's columns; waitress runs with
+#: Servers in the order of the table's rows; waitress runs with
 #: ``--channel-request-lookahead=1`` (without it waitress never notices the client leaving).
 SERVERS = (
     "gunicorn-sync",
@@ -78,7 +86,10 @@ def render_table() -> str:
             expect = EXPECTED[kind][leave]
             if expect is True:
                 ms = times.get(kind, {}).get(leave)
-                cells.append("seen" if ms is None else f"seen, {ms:.1f} ms")
+                if ms is None:
+                    cells.append("seen")
+                else:
+                    cells.append("seen, < 1 ms" if ms < 1 else f"seen, {ms:.0f} ms")
             else:
                 number = notes.setdefault(str(expect), len(notes) + 1)
                 cells.append(f"not seen ({number})")
@@ -90,8 +101,10 @@ def render_table() -> str:
             "`shutdown(SHUT_WR)`, reading on) to the `on_disconnect` callback, 3 requests per "
             "cell on loopback, measured by `SENT_OTEL_UPDATE_SEEN=1 .venv/bin/python -m pytest "
             "tests/servers/test_seen.py` (Django 5.2). waitress runs with "
-            "`--channel-request-lookahead=1`; `nginx-gunicorn` is nginx (defaults, "
-            "`proxy_ignore_client_abort off`) in front of gunicorn sync.",
+            "`--channel-request-lookahead=1`; `uvicorn-plain` is Django's ASGI handler with the "
+            "middleware alone (Django cancels the request, the middleware reports it); "
+            "`nginx-gunicorn` is nginx (defaults, `proxy_ignore_client_abort off`) in front of "
+            "gunicorn sync.",
             100,
             break_on_hyphens=False,
         )
@@ -99,4 +112,25 @@ def render_table() -> str:
     lines.append("")
     for note, number in notes.items():
         lines.append(textwrap.fill(f"{number}. {note}", 100, subsequent_indent="   "))
+    return "\n".join(lines) + "\n"
+
+
+def render_figures() -> str:
+    """The docs' table of work done after the client left, before and after the example
+    views watch for it (from :data:`FIGURES_PATH`)."""
+    try:
+        figures: dict[str, dict[str, dict[str, float]]] = json.loads(FIGURES_PATH.read_text())
+    except FileNotFoundError:
+        return ""
+    kinds = sorted(figures)
+    lines = [
+        "| example view | " + " | ".join(f"{kind}: ignoring / watching" for kind in kinds) + " |",
+        "|---|" + "---|" * len(kinds),
+    ]
+    for route, title in FIGURE_VIEWS.items():
+        cells = []
+        for kind in kinds:
+            numbers = figures[kind][route]
+            cells.append(f"{numbers['before']:.2f} s / {numbers['after']:.3f} s")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
