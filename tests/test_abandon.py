@@ -16,14 +16,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import RequestFactory
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 import django_sent_otel
 from django_sent_otel.delivery import CLIENT_DISCONNECT, TRACKER_ATTR, Tracker
 from django_sent_otel.metrics import DeliveryMetrics, MetricsSink
 from django_sent_otel.watcher import Watcher, get_watcher, socket_gone
+from tests.harness.names import sample
 from tests.harness.waiting import wait_for
 
 #: Generous for a loaded two-core machine; the goal (and the measured median) is far lower.
@@ -347,3 +351,38 @@ def test_readme_code_is_the_example_code() -> None:
     for block in shown:
         for function in block.split("\n\n\n"):
             assert function.strip() in views, f"not in example/views.py:\n{function}"
+
+
+# Under the ASGI wrapper, in process: a sync view Django cannot cancel
+
+
+async def test_a_sync_view_under_asgi_stops_when_told(
+    deliveries: list[Any],
+    registry: CollectorRegistry,
+    spans: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    """``http.disconnect`` reaches the wrapper through Django's listener while the sync view
+    runs in its thread: the view sees it, the outcome and the span say when, and the seconds
+    it kept working are counted once the application returned."""
+    from django_sent_otel.asgi import get_asgi_application
+    from django_sent_otel.tracing import DISCONNECTED_AT_ATTRIBUTE
+    from tests.test_asgi import serve
+    from tests.views import LEAVE_SECONDS
+
+    marker = tmp_path / "started"
+    started = time.monotonic()
+    await serve(
+        get_asgi_application(), f"/leave/?marker={marker}", disconnect_after_bytes=0, marker=marker
+    )
+    assert time.monotonic() - started < LEAVE_SECONDS / 2, "the view ran on"
+    (delivery,) = deliveries
+    assert (delivery.outcome, delivery.route) == (CLIENT_DISCONNECT, "leave/")
+    (span,) = spans.get_finished_spans()
+    assert span.attributes is not None
+    left = span.attributes[DISCONNECTED_AT_ATTRIBUTE]
+    assert isinstance(left, float) and 0 < left <= delivery.duration + 1e-6
+    abandoned = sample(
+        registry, "django_http_abandoned_work_seconds_total", method="GET", route="leave/"
+    )
+    assert 0 < abandoned < BOUND
