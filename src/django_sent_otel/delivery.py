@@ -353,11 +353,12 @@ class Tracker:
         duration = end - self.started_at
         self.duration = duration if duration > 0.0 else 0.0
         self.reason = reason
-        if reason is not None:
-            if reason == CLIENT_DISCONNECT and self.disconnected_at is None:
-                self.disconnected_at = end  # known gone now, when the work is over
-        elif self.leave_callbacks is not None:
-            self.leave_callbacks = None  # delivered: they never run
+        if reason == CLIENT_DISCONNECT and self.disconnected_at is None:
+            self.disconnected_at = end  # known gone now, when the work is over
+        if self.leave_callbacks is not None:
+            # The request is over: they never run (adapters report a client that left
+            # while the work ran before they decide, see client_left()).
+            self.leave_callbacks = None
         for sink in self.sinks:
             try:
                 sink.finished(self)
