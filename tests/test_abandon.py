@@ -386,3 +386,25 @@ async def test_a_sync_view_under_asgi_stops_when_told(
         registry, "django_http_abandoned_work_seconds_total", method="GET", route="leave/"
     )
     assert 0 < abandoned < BOUND
+
+
+def test_a_client_that_read_the_whole_body_did_not_leave_early(
+    rf: RequestFactory, pairs: list[tuple[socket.socket, socket.socket]]
+) -> None:
+    """Once the view returned a body in memory the work is done: the watch stops, and a
+    client closing before the server called ``close()`` runs no callback."""
+    from django.http import HttpResponse
+
+    from django_sent_otel.middleware import _returned, _Tracked
+
+    server, client = tcp_pair(pairs)
+    request = rf.get("/", **{"gunicorn.socket": server})
+    tracker = _Tracked("GET", (), None, request)
+    request.__dict__[TRACKER_ATTR] = tracker
+    calls: list[int] = []
+    assert django_sent_otel.on_disconnect(request, lambda: calls.append(1))
+    _returned(request, HttpResponse(b"done"), tracker)
+    assert tracker.unwatch is None
+    client.close()
+    assert not tracker.client_left()
+    assert calls == []

@@ -100,6 +100,16 @@ class _Tracked(Tracker):
 
     # Knowing the client left while the view runs: the server's connection, watched.
 
+    def client_left(self, at: float | None = None) -> bool:
+        """Only while the application works: the view runs, or a streaming body is still
+        being produced. A client that read a whole body and closed before the server called
+        ``close()`` did not leave early (the watcher may see its close first)."""
+        if self.returned_at is not None and (
+            getattr(self, "ending", None) is not _stream_end or self.exhausted
+        ):
+            return False
+        return super().client_left(at)
+
     def watch(self) -> bool:
         """Register the request's connection with the process's watcher (once)."""
         if self.unwatch is not None or self.disconnected_at is not None:
@@ -396,5 +406,7 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
                 response.streaming_content = _sync_body(content, tracker)  # type: ignore[attr-defined]
         tracker.closing = response
         response.close = tracker.close  # type: ignore[method-assign]
+        if tracker.unwatch is not None and tracker.ending is not _stream_end:
+            tracker._stop_watching()  # the work is done: only the server's sending is left
     except Exception:
         logger.exception("django-sent-otel: could not observe a response")
