@@ -547,7 +547,9 @@ def known_routes() -> set[str]:
     return {str(getattr(p, "pattern", "")) for p in urls.urlpatterns} - {""} | {"unmatched"}
 
 
-class TestUvicorn:
+class TestUvicornExactCounts:
+    """On a server of its own: the exact totals hold only if no other test sent anything."""
+
     def test_exact_counts(self, uvicorn: Server) -> None:
         expected = run_mix(uvicorn.port, uvicorn_mix(), seed=2)
         s = wait_scrape(
@@ -560,6 +562,8 @@ class TestUvicorn:
         check_exact(s, expected, uvicorn.log_tail())
         check_exact(scrape(uvicorn.port), expected, uvicorn.log_tail())
 
+
+class TestUvicorn:
     def test_random_paths_and_junk_methods_add_no_series(self, uvicorn: Server) -> None:
         port = uvicorn.port
         before = scrape(port)
