@@ -22,6 +22,7 @@ from django.http.response import HttpResponseBase
 
 from . import pipeline
 from ._compat import body_size, current_exception
+from ._logging import log_once
 from .delivery import (
     CLIENT_DISCONNECT,
     SCOPE_KEY,
@@ -30,7 +31,6 @@ from .delivery import (
     Tracker,
     classify,
     is_bodiless,
-    log_once,
 )
 
 logger = logging.getLogger(__name__)
