@@ -49,7 +49,7 @@ def _target(name: str, modules: set[str]) -> str | None:
     if name == PACKAGE:
         return "__init__"
     if name.startswith(PACKAGE + "."):
-        first = name[len(PACKAGE) + 1 :].split(".")[0]
+        first = name[len(PACKAGE) + 1 :].split(".", maxsplit=1)[0]
         return first if first in modules else "__init__"
     return None
 

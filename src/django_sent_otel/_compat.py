@@ -97,14 +97,19 @@ def is_granian_send(send: Any) -> bool:
 
 
 def _go_float(value: float) -> str:
+    value = float(value)
     if value == math.inf:
         return "+Inf"
     if value == -math.inf:
         return "-Inf"
     if math.isnan(value):
         return "NaN"
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go writes an exponent sooner than Python
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
 
 
 def _float_to_go_string() -> Any:
@@ -118,7 +123,7 @@ def _float_to_go_string() -> Any:
 #: A histogram bound as prometheus_client formats its ``le`` label (``0.5``, ``1.0``,
 #: ``+Inf``): its ``utils.floatToGoString``, undocumented; the collector's bucket labels must
 #: be the library's own (``tests/test_metrics_equivalence.py`` compares the expositions).
-#: The fallback formats the bounds Python writes without an exponent the same way.
+#: The fallback is the same rule, for a release that moves it.
 float_to_go_string: Final[Callable[[float], str]] = _float_to_go_string()
 
 

@@ -32,7 +32,7 @@ from math import inf
 from time import monotonic
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, multiprocess
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -323,6 +323,13 @@ class DeliveryMetrics:
         yield CounterMetricFamily(sent_bytes, BYTES_HELP, labels=_ROUTE_LABELS)
         yield GaugeMetricFamily(sending, SENDING_HELP)
 
+    def empty(self) -> Iterator[Metric]:
+        """Every family as a scrape shows it before any response: no series, the gauge 0."""
+        for family in self.describe():
+            if isinstance(family, GaugeMetricFamily):
+                family.add_metric((), 0)
+            yield family
+
     def collect(self) -> Iterator[Metric]:
         created = _created_enabled()
         with self._lock:  # a consistent copy; the families are built outside the lock
@@ -514,6 +521,34 @@ class _MultiprocessWriter:
                 labels = ((*_OUTCOME_LABELS, "reason"), (*values, reason))
                 write("counter", failures, "_total", labels, count, help_text=FAILURES_HELP)
         write("gauge", sending, "", ((), ()), owner.sending(), help_text=SENDING_HELP)
+
+
+class _Merged:
+    """Multiprocess mode: the workers' files merged by prometheus_client's
+    ``MultiProcessCollector``, then every family no worker has written yet, empty (the files
+    hold series, not families: before the first response they hold nothing)."""
+
+    def __init__(self, metrics: DeliveryMetrics | None) -> None:
+        self.merged = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        seen = set()
+        for family in self.merged.collect():  # type: ignore[no-untyped-call]
+            seen.add(family.name)
+            yield family
+        if self.metrics is not None:
+            for family in self.metrics.empty():
+                if family.name not in seen:
+                    yield family
+
+
+def multiprocess_registry(metrics: DeliveryMetrics | None) -> CollectorRegistry:
+    """A registry of every worker's numbers merged, for one scrape in multiprocess mode;
+    ``metrics``: this process's, whose families are shown even before anything was written."""
+    registry = CollectorRegistry()
+    registry.register(_Merged(metrics))
+    return registry
 
 
 _writers: weakref.WeakSet[_MultiprocessWriter] = weakref.WeakSet()
