@@ -56,6 +56,18 @@ def test_other_responses_have_no_body_size(tmp_path: pytest.TempPathFactory) -> 
         assert _compat.body_size(FileResponse(f)) is None
 
 
+def test_file_response_keeps_the_file_it_streams(tmp_path: Path) -> None:
+    """Django's WSGI handler hands ``file_to_stream`` to ``wsgi.file_wrapper``: the same
+    attribute tells the middleware to leave the body alone."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"data")
+    with open(path, "rb") as f:
+        response = FileResponse(f)
+        assert _compat.file_to_stream(response) is f, "FileResponse.file_to_stream moved"
+    assert _compat.file_to_stream(FileResponse(iter([b"x"]))) is None
+    assert _compat.file_to_stream(HttpResponse(b"x")) is None
+
+
 def test_opentelemetry_keeps_the_current_span_under_its_key() -> None:
     from opentelemetry import context
     from opentelemetry.trace.propagation import _SPAN_KEY

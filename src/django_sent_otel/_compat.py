@@ -154,3 +154,10 @@ def has_receivers(signal: Any, sender: Any) -> bool:
     if type(receivers) is list:
         return bool(receivers)
     return bool(signal.has_listeners(sender))
+
+
+def file_to_stream(response: Any) -> Any:
+    """The file a ``FileResponse`` streams, or None: Django's undocumented ``file_to_stream``,
+    which its WSGI handler itself hands to ``wsgi.file_wrapper`` (sendfile). Reading it keeps
+    that body untouched and tells how far the server read the file."""
+    return getattr(response, "file_to_stream", None)
