@@ -267,6 +267,7 @@ class Gunicorn:
     ready_dir: Path
     expected: Expected | None = None
     settled_scrape: Scrape | None = None
+    later_scrape: Scrape | None = None
     #: Scraped once both workers serve, before any tracked request.
     first_scrape: Scrape | None = None
 
@@ -283,6 +284,22 @@ class Gunicorn:
             return wait_for(ready, timeout, what="two ready gunicorn workers")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.server.log_tail()}") from None
+
+    def serve_every_worker(self, workers: list[int], limit: int = 200) -> collections.Counter[int]:
+        """Each worker's share of the recorded responses, after small requests (at most
+        ``limit``) until every one of ``workers`` served at least one: a worker that replaced
+        a stopped one starts with none, whichever test stopped it."""
+        records = read_records(self.record)
+        shares = collections.Counter(r["pid"] for r in records)
+        sent = 0
+        while any(shares[pid] == 0 for pid in workers):
+            assert sent < limit, f"{limit} requests never reached all of {workers}: {shares}"
+            assert full_read(self.server.port, "/small/").complete
+            sent += 1
+            # A record is written when delivery ends, which may follow the client's last read.
+            records = wait_for_records(self.record, len(records) + 1)
+            shares = collections.Counter(r["pid"] for r in records)
+        return shares
 
 
 @pytest.fixture(scope="class")
@@ -328,6 +345,9 @@ def gunicorn_traffic(gunicorn: Gunicorn) -> Gunicorn:
             log=gunicorn.server.log_tail,
         )
         wait_for_records(gunicorn.record, expected.total, SETTLE_TIMEOUT)
+        # Nothing arrives late: a scrape once every record is written shows the same numbers.
+        # Taken here, before any test of the class sends more (they run in any order).
+        gunicorn.later_scrape = scrape(port)
         gunicorn.expected = expected
     return gunicorn
 
@@ -347,11 +367,12 @@ class TestGunicornMultiprocess:
     def test_exact_counts_across_workers(self, gunicorn_traffic: Gunicorn) -> None:
         g = gunicorn_traffic
         assert g.expected is not None and g.settled_scrape is not None
-        pids = {r["pid"] for r in read_records(g.record)}
+        assert g.later_scrape is not None
+        # The mix's records come first: the fixture waited for all of them before any test.
+        pids = {r["pid"] for r in read_records(g.record)[: g.expected.total]}
         assert len(pids) == 2, f"the mix was served by {pids}, not by both workers"
         check_exact(g.settled_scrape, g.expected, g.server.log_tail())
-        # Nothing arrives late: a second scrape shows the very same numbers.
-        check_exact(scrape(g.server.port), g.expected, g.server.log_tail())
+        check_exact(g.later_scrape, g.expected, g.server.log_tail())
 
     def test_promtool_accepts_the_exposition(self, gunicorn_traffic: Gunicorn) -> None:
         promtool = shutil.which("promtool") or (
@@ -377,9 +398,15 @@ class TestGunicornMultiprocess:
         g = gunicorn_traffic
         port, log = g.server.port, g.server.log_tail
         assert g.expected is not None
-        before = scrape(port)
         workers = g.wait_workers()
-        shares = collections.Counter(r["pid"] for r in read_records(g.record))
+        shares = g.serve_every_worker(workers)
+        total = sum(shares.values())
+        before = wait_scrape(
+            port,
+            lambda s: sum(s.series(DELIVERED).values()) + sum(s.series(FAILURES).values()) >= total,
+            what=f"{total} outcomes",
+            log=log,
+        )
 
         # Hold one worker in the middle of a 50 MB sendfile: a small receive window, no reads.
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
