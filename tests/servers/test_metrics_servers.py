@@ -57,6 +57,7 @@ from tests.harness.scrape import LabelKey, Scrape, label_key, scrape, wait_scrap
 from tests.harness.servers import Server
 from tests.harness.tools import need_binary
 from tests.harness.waiting import wait_for
+from tests.test_docs import readme_metrics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -267,6 +268,8 @@ class Gunicorn:
     expected: Expected | None = None
     settled_scrape: Scrape | None = None
     later_scrape: Scrape | None = None
+    #: Scraped once both workers serve, before any tracked request.
+    first_scrape: Scrape | None = None
 
     def wait_workers(self, gone: int | None = None, timeout: float = 30.0) -> list[int]:
         """The master's two workers (not ``gone``), once both loaded the application."""
@@ -322,6 +325,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, big_file: str) -> Iterato
     with server:
         running = Gunicorn(server, record, multiproc, ready)
         running.wait_workers()
+        running.first_scrape = scrape(server.port)
         yield running
 
 
@@ -350,6 +354,16 @@ def gunicorn_traffic(gunicorn: Gunicorn) -> Gunicorn:
 
 @pytest.mark.usefixtures("big_file")
 class TestGunicornMultiprocess:
+    def test_the_first_scrape_shows_every_family(self, gunicorn: Gunicorn) -> None:
+        """Before any tracked request the workers' files hold nothing: every family of the
+        metric table is shown all the same, without series, the gauge at 0."""
+        first = gunicorn.first_scrape
+        assert first is not None
+        table = {name: kind for name, (kind, _) in readme_metrics().items()}
+        assert first.families() == table, first.text
+        shown = [(s.name, s.value) for s in first.samples if not s.name.endswith("_created")]
+        assert shown == [(SENDING, 0.0)], first.text
+
     def test_exact_counts_across_workers(self, gunicorn_traffic: Gunicorn) -> None:
         g = gunicorn_traffic
         assert g.expected is not None and g.settled_scrape is not None
