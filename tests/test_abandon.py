@@ -365,8 +365,8 @@ async def test_a_sync_view_under_asgi_stops_when_told(
     """``http.disconnect`` reaches the wrapper through Django's listener while the sync view
     runs in its thread: the view sees it, the outcome and the span say when, and the seconds
     it kept working are counted once the application returned."""
+    from django_sent_otel._names import DISCONNECTED_AT_ATTRIBUTE
     from django_sent_otel.asgi import get_asgi_application
-    from django_sent_otel.tracing import DISCONNECTED_AT_ATTRIBUTE
     from tests.test_asgi import serve
     from tests.views import LEAVE_SECONDS
 
