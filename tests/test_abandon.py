@@ -408,3 +408,29 @@ def test_a_client_that_read_the_whole_body_did_not_leave_early(
     client.close()
     assert not tracker.client_left()
     assert calls == []
+
+
+def test_a_connection_watched_again_without_being_removed(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """A watch never removed (a response the server never closed) is replaced by the next
+    request's on the same kept-alive connection, and by a new connection's that got the same
+    descriptor number: the later one is reported, once."""
+    watcher = Watcher()
+    server, client = tcp_pair(pairs)
+    first, second = threading.Event(), threading.Event()
+    assert watcher.add(server.fileno(), first.set) is not None
+    assert watcher.add(server.fileno(), second.set) is not None
+    number = server.fileno()
+    server.close()  # the kernel forgets the registration of a closed descriptor
+    client.close()
+    reused, peer = tcp_pair(pairs)
+    os.dup2(reused.fileno(), number)  # a new connection under the old number
+    try:
+        third = threading.Event()
+        assert watcher.add(number, third.set) is not None
+        peer.close()
+        assert third.wait(BOUND)
+    finally:
+        os.close(number)
+    assert not first.is_set() and not second.is_set()

@@ -106,11 +106,11 @@ class Watcher:
         with self._lock:
             try:
                 epoll = self._started()
-                if fd in self._fds:  # a stale registration of a reused descriptor
-                    self._fds.pop(fd)
-                    epoll.modify(fd, _GONE)
-                else:
+                self._fds.pop(fd, None)  # a stale watch of a reused descriptor: replaced
+                try:
                     epoll.register(fd, _GONE)
+                except FileExistsError:  # still registered (the same connection, kept alive)
+                    epoll.modify(fd, _GONE)
             except (OSError, ValueError):
                 return None
             self._fds[fd] = watch
