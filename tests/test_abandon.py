@@ -417,19 +417,20 @@ def test_a_connection_watched_again_without_being_removed(
     request's on the same kept-alive connection, and by a new connection's that got the same
     descriptor number: the later one is reported, once."""
     watcher = Watcher()
+    number = 900  # a descriptor number of the test's choosing, free in this process
+    first_server, first_client = tcp_pair(pairs)
+    os.dup2(first_server.fileno(), number)
+    first_server.close()
+    first, second, third = threading.Event(), threading.Event(), threading.Event()
+    assert watcher.add(number, first.set) is not None
+    assert watcher.add(number, second.set) is not None  # kept alive, watched again
+    os.close(number)  # the kernel forgets the registration of a closed descriptor
+    first_client.close()
     server, client = tcp_pair(pairs)
-    first, second = threading.Event(), threading.Event()
-    assert watcher.add(server.fileno(), first.set) is not None
-    assert watcher.add(server.fileno(), second.set) is not None
-    number = server.fileno()
-    server.close()  # the kernel forgets the registration of a closed descriptor
-    client.close()
-    reused, peer = tcp_pair(pairs)
-    os.dup2(reused.fileno(), number)  # a new connection under the old number
+    os.dup2(server.fileno(), number)  # a new connection under the old number
     try:
-        third = threading.Event()
         assert watcher.add(number, third.set) is not None
-        peer.close()
+        client.shutdown(socket.SHUT_RDWR)
         assert third.wait(BOUND)
     finally:
         os.close(number)
