@@ -21,11 +21,11 @@ from tests.harness.servers import Server
 
 
 def test_new_tuple_builds_a_named_tuple_positionally() -> None:
-    values = ("delivered", None, "GET", "a/", 200, 5, 0.5, 0.25)
+    values = ("delivered", None, "GET", "a/", 200, 5, 0.5, 0.25, 0.125, 2)
     built = _compat.new_tuple(Delivery, values)
     assert type(built) is Delivery
     assert built == Delivery(*values)
-    assert built.route == "a/" and built.send_duration == 0.25
+    assert built.route == "a/" and built.send_duration == 0.25 and built.chunks == 2
 
 
 def test_opentelemetry_keeps_the_provider_set_in_code(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,9 @@ def test_otel_metric_table_matches_the_instruments() -> None:
 
     reader = InMemoryMetricReader()
     metrics = OtelDeliveryMetrics(MeterProvider(metric_readers=[reader]))
-    metrics.record(Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1), returned=True)
+    metrics.record(
+        Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1, 0.05, 1), returned=True
+    )
     metrics.record(
         Delivery("stream_error", "stream_error", "GET", "a/", 200, 1, 0.1, 0.1), returned=True
     )

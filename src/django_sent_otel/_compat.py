@@ -8,6 +8,8 @@ public fallback so a change costs speed (or a server-specific refinement), never
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -92,3 +94,46 @@ def is_granian_send(send: Any) -> bool:
     """
     owner = getattr(send, "__self__", None)
     return owner is not None and type(owner).__module__.startswith(GRANIAN_MODULE_PREFIX)
+
+
+#: The flag an ASGI server's ``send`` owner sets once it knows the client is gone (after which
+#: it drops body messages silently), by the owner's class: uvicorn's ``RequestResponseCycle``
+#: (h11 and httptools, also under gunicorn's uvicorn worker) and hypercorn's ``HTTPStream``.
+_GONE_FLAGS: Final = {
+    ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"): "disconnected",
+    ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle"): "disconnected",
+    ("hypercorn.protocol.http_stream", "HTTPStream"): "closed",
+}
+DAPHNE_SERVER: Final = ("daphne.server", "Server")
+
+
+def _daphne_gone(connections: dict[Any, dict[str, Any]], protocol: Any) -> bool:
+    details = connections.get(protocol)
+    return details is None or "disconnected" in details
+
+
+def client_gone_probe(send: Any) -> Callable[[], bool] | None:
+    """A zero-argument callable telling whether the server behind an ASGI ``send`` knows
+    its client is gone, or None for a server that does not say.
+
+    uvicorn, hypercorn and daphne drop a body message sent after they saw the connection close,
+    without a word to ``send()``'s caller; each keeps the fact where this reads it: uvicorn on
+    the cycle ``send`` is bound to (``disconnected``), hypercorn on its stream (``closed``),
+    daphne in ``Server.connections[protocol]`` (``send`` is ``partial(server.handle_reply,
+    protocol)``). Read by class and module name, so no server is imported; anything else (or a
+    middleware between the server and the wrapper) gets None.
+    """
+    owner = getattr(send, "__self__", None)
+    if owner is not None:
+        cls = type(owner)
+        flag = _GONE_FLAGS.get((cls.__module__, cls.__qualname__))
+        if flag is None or not hasattr(owner, flag):
+            return None
+        return partial(getattr, owner, flag)
+    if isinstance(send, partial) and len(send.args) == 1:
+        server = getattr(send.func, "__self__", None)
+        cls = type(server)
+        connections = getattr(server, "connections", None)
+        if (cls.__module__, cls.__qualname__) == DAPHNE_SERVER and isinstance(connections, dict):
+            return partial(_daphne_gone, connections, send.args[0])
+    return None

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.handlers.asgi import get_script_prefix
 
-from ._compat import is_granian_send
+from ._compat import client_gone_probe, is_granian_send
 from .delivery import CLIENT_DISCONNECT, SCOPE_KEY, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
@@ -61,26 +61,34 @@ class DeliveryASGIMiddleware:
                 tracker.finish(CLIENT_DISCONNECT)
             return message
 
+        # Whether the server already knows the client is gone (uvicorn, hypercorn, daphne):
+        # it then drops body messages silently, and Django, sending a body from memory
+        # without yielding, would not hear of the disconnect before the final message.
+        gone = client_gone_probe(send)
+        # A server that does not say must be given time to report it through receive()
+        # before the final message; not granian, which reports a disconnect while the body
+        # is still being sent (waiting would let a client that read everything and closed
+        # look like one that left).
+        waits = gone is None and not is_granian_send(send)
         body_messages = 0
-        # granian reports a disconnect while the body is still being sent; giving it time
-        # before the final message only lets a client that read everything and closed look
-        # like one that left.
-        waits = not is_granian_send(send)
 
         async def observed_send(message: Message) -> None:
-            nonlocal body_messages, sending_final
+            nonlocal sending_final, body_messages
             kind = message.get("type")
             if kind == "http.response.body":
-                more = message.get("more_body", False)
-                if not more and body_messages and not tracker.done and waits:
-                    await _let_disconnect_arrive(tracker)
-                body_messages += 1
+                if gone is not None and _dropped(gone, tracker):
+                    await send(message)  # the server drops it: not handed over
+                    return
                 body = message.get("body")
                 if body:
-                    tracker.add_bytes(len(body))
-                if more:
+                    tracker.add_chunk(len(body))
+                if message.get("more_body", False):
+                    body_messages += 1
                     await send(message)
                     return
+                if body_messages and waits and not tracker.done:
+                    await _let_disconnect_arrive(tracker)
+                tracker.headers_sent()  # an empty body's first byte is its end
                 sending_final = True
                 await send(message)
                 tracker.finish()
@@ -90,6 +98,7 @@ class DeliveryASGIMiddleware:
                 tracker.handler_returned(route=None, status_code=status)
                 await send(message)
                 if is_bodiless(tracker.method, status):
+                    tracker.headers_sent()
                     tracker.finish()
                 return
             await send(message)
@@ -104,10 +113,11 @@ class DeliveryASGIMiddleware:
 
 
 async def _let_disconnect_arrive(tracker: Tracker) -> None:
-    """Yield to the event loop a few times before the final body message.
+    """Yield to the event loop a few times before the final body message, under a server
+    that does not say when it knows its client gone (:func:`client_gone_probe`).
 
-    ASGI servers drop writes to a connection that is gone without telling ``send()``, and
-    Django sends a body that is already in memory without ever yielding, so a disconnect
+    Such a server may drop writes to a connection that is gone without telling ``send()``,
+    and Django sends a body that is already in memory without ever yielding, so a disconnect
     noticed by the server during the body would only reach ``receive()`` after the final
     message. Three loop iterations let the server's ``connection_lost`` run and Django's
     disconnect listener receive it. Only multi-message bodies pay this: a single message is
@@ -117,6 +127,16 @@ async def _let_disconnect_arrive(tracker: Tracker) -> None:
         await asyncio.sleep(0)
         if tracker.done:
             return
+
+
+def _dropped(gone: Callable[[], bool], tracker: Tracker) -> bool:
+    """Whether the server reports its client gone: the message will be dropped, and the
+    response ends as a disconnect now (if nothing decided it before)."""
+    if not gone():
+        return False
+    if not tracker.done:
+        tracker.finish(CLIENT_DISCONNECT)
+    return True
 
 
 def _start(scope: Scope) -> Tracker | None:

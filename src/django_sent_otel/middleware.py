@@ -116,6 +116,7 @@ def _file_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
     size = _content_length(response)
     if size is not None:
         tracker.add_bytes(size)
+    tracker.chunks = 1  # one file handed over whole
     return None
 
 
@@ -128,10 +129,12 @@ def _iterated_file_end(tracker: _Tracked, response: HttpResponseBase) -> str | N
     position = _position(response)
     if reason is None and size is not None and position is not None and position < size:
         tracker.add_bytes(position)
+        tracker.chunks = 1
         return CLIENT_DISCONNECT
     sent = size if reason is None and size is not None else position
     if sent is not None:
         tracker.add_bytes(sent)
+    tracker.chunks = 1  # one file handed over, however the server read it
     return reason
 
 
@@ -165,38 +168,32 @@ def _unless_dropped(reason: str | None) -> str | None:
 
 
 def _sync_body(iterator: Iterable[bytes], tracker: _Tracked) -> Iterator[bytes]:
-    """Pass the body through, counting bytes and noting exhaustion or a raising iterator."""
-    it = iter(iterator)
-    add_bytes = tracker.add_bytes
-    while True:
-        try:
-            chunk = next(it)
-        except StopIteration:
-            tracker.exhausted = True
-            return
-        except Exception:
-            tracker.failed = True
-            raise
-        add_bytes(len(chunk))
-        yield chunk
+    """Pass the body through, counting chunks and bytes (the first marks the first byte) and
+    noting exhaustion or a raising iterator. ``GeneratorExit`` (the server stopped
+    iterating) is not an ``Exception``: it leaves the body neither exhausted nor failed."""
+    add_chunk = tracker.add_chunk
+    try:
+        for chunk in iterator:
+            add_chunk(len(chunk))
+            yield chunk
+    except Exception:
+        tracker.failed = True
+        raise
+    tracker.exhausted = True
 
 
 async def _async_body(iterator: AsyncIterator[bytes], tracker: _Tracked) -> AsyncIterator[bytes]:
-    it = aiter(iterator)
-    add_bytes = tracker.add_bytes
-    while True:
-        try:
-            chunk = await anext(it)
-        except StopAsyncIteration:
-            tracker.exhausted = True
-            return
-        except asyncio.CancelledError:
-            raise  # the server cancelled: a disconnect, not a failing body
-        except Exception:
-            tracker.failed = True
-            raise
-        add_bytes(len(chunk))
-        yield chunk
+    add_chunk = tracker.add_chunk
+    try:
+        async for chunk in iterator:
+            add_chunk(len(chunk))
+            yield chunk
+    except asyncio.CancelledError:
+        raise  # the server cancelled: a disconnect, not a failing body
+    except Exception:
+        tracker.failed = True
+        raise
+    tracker.exhausted = True
 
 
 def _content_length(response: HttpResponseBase) -> int | None:
@@ -309,14 +306,20 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
         # (A 200 response is bodiless only for HEAD: the rule is asked for the others only.)
         if (status != 200 or tracker.method == "HEAD") and is_bodiless(tracker.method, status):
             tracker.ending = _bodiless_end
+            tracker.first_byte_at = tracker.returned_at  # the headers go with the return
         elif not response.streaming:
             tracker.ending = None
             size = body_size(response)
             if size is None:
                 content = getattr(response, "content", b"")
                 size = len(content) if isinstance(content, bytes) else 0
-            tracker.bytes_sent = size  # nothing was sent before the handler returned
+            # The whole body goes to the server with the return, as one chunk.
+            tracker.bytes_sent = size
+            tracker.chunks = 1 if size else 0
+            tracker.first_byte_at = tracker.returned_at
         elif isinstance(response, FileResponse) and response.file_to_stream is not None:
+            # The file is the server's to send from now on (never wrapped: sendfile stays).
+            tracker.first_byte_at = tracker.returned_at
             if request.META.get("wsgi.file_wrapper") is not None:
                 tracker.ending = _file_end
             else:

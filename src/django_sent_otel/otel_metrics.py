@@ -25,6 +25,9 @@ UNDELIVERED_RESPONSES: Final = "django_sent_otel.undelivered.responses"
 DELIVERY_DURATION: Final = "django_sent_otel.delivery.duration"
 SEND_DURATION: Final = "django_sent_otel.send.duration"
 BODY_SENT: Final = "django_sent_otel.body.sent"
+BODY_CHUNKS: Final = "django_sent_otel.body.chunks"
+FIRST_BYTE_DURATION: Final = "django_sent_otel.first_byte.duration"
+UNDELIVERED_DURATION: Final = "django_sent_otel.undelivered.duration"
 
 #: The bucket advice of ``http.server.request.duration`` (HTTP semantic conventions), seconds.
 HTTP_DURATION_BUCKETS: Final = (
@@ -48,7 +51,7 @@ _Key = tuple[str, str, int, str | None]
 
 
 class OtelDeliveryMetrics:
-    """The five instruments of one meter provider (``None``: the global one)."""
+    """The instruments of one meter provider (``None``: the global one)."""
 
     def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
         meter = metrics.get_meter(
@@ -85,6 +88,26 @@ class OtelDeliveryMetrics:
             unit="By",
             description="Response body bytes handed to the server, failed deliveries included.",
         )
+        self.body_chunks = meter.create_counter(
+            BODY_CHUNKS,
+            unit="{chunk}",
+            description="Response body chunks handed to the server, failed deliveries included.",
+        )
+        self.first_byte = meter.create_histogram(
+            FIRST_BYTE_DURATION,
+            unit="s",
+            description=(
+                "Time from request start until the first body byte (bodiless: the headers) "
+                "was handed to the server."
+            ),
+            **advice,
+        )
+        self.undelivered_duration = meter.create_histogram(
+            UNDELIVERED_DURATION,
+            unit="s",
+            description="Time from request start until a delivery failure was known.",
+            **advice,
+        )
         self._attributes: dict[_Key, dict[str, Any]] = {}
 
     def record(self, delivery: Delivery, *, returned: bool) -> None:
@@ -99,10 +122,14 @@ class OtelDeliveryMetrics:
             self.delivered.add(1, attributes)
         else:
             self.undelivered.add(1, attributes)
+            self.undelivered_duration.record(delivery.duration, attributes)
         self.duration.record(delivery.duration, attributes)
         if returned:
             self.send_duration.record(delivery.send_duration, attributes)
+        if delivery.time_to_first_byte is not None:
+            self.first_byte.record(delivery.time_to_first_byte, attributes)
         self.body_sent.add(delivery.bytes_sent, attributes)
+        self.body_chunks.add(delivery.chunks, attributes)
 
 
 _cache: dict[int, tuple[Any, OtelDeliveryMetrics]] = {}

@@ -31,6 +31,11 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 OUTCOME_ATTRIBUTE = "django_sent_otel.delivery.outcome"
 #: The same value under its first, unnamespaced key: deprecated, removed in the next release.
 LEGACY_OUTCOME_ATTRIBUTE = "delivery.outcome"
+#: Seconds from request start until the first body byte (bodiless: the headers) was handed
+#: to the server; left out when the response never got that far.
+TIME_TO_FIRST_BYTE_ATTRIBUTE = "django_sent_otel.response.time_to_first_byte"
+#: Body chunks (ASGI body messages with a body, WSGI iterations) handed to the server.
+CHUNKS_ATTRIBUTE = "django_sent_otel.response.chunks"
 #: Read once: an Enum member lookup costs about 900 instructions on Python 3.11.
 _INTERNAL: Final = SpanKind.INTERNAL
 #: A method outside the standard set, as the HTTP conventions spell it.
@@ -184,6 +189,10 @@ class TracingSink:
         except KeyError:
             attributes = self._attributes(tracker, reason)
         attributes["http.response.body.size"] = tracker.bytes_sent
+        attributes[CHUNKS_ATTRIBUTE] = tracker.chunks
+        first = tracker.time_to_first_byte
+        if first is not None:
+            attributes[TIME_TO_FIRST_BYTE_ATTRIBUTE] = first
         # Positional: start_span(name, context, kind, attributes, links, start_time).
         span = self.tracer.start_span(SPAN_NAME, parent, _INTERNAL, attributes, None, started)
         if reason is not None and span.is_recording():
