@@ -96,15 +96,25 @@ def is_granian_send(send: Any) -> bool:
     return owner is not None and type(owner).__module__.startswith(GRANIAN_MODULE_PREFIX)
 
 
-#: The flag an ASGI server's ``send`` owner sets once it knows the client is gone (after which
-#: it drops body messages silently), by the owner's class: uvicorn's ``RequestResponseCycle``
-#: (h11 and httptools, also under gunicorn's uvicorn worker) and hypercorn's ``HTTPStream``.
-_GONE_FLAGS: Final = {
-    ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"): "disconnected",
-    ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle"): "disconnected",
-    ("hypercorn.protocol.http_stream", "HTTPStream"): "closed",
-}
+#: The classes whose bound ``send`` the ASGI wrapper reads a "client gone" fact from: uvicorn's
+#: ``RequestResponseCycle`` (h11 and httptools, also under gunicorn's uvicorn worker) and
+#: hypercorn's ``HTTPStream``.
+UVICORN_CYCLES: Final = frozenset(
+    {
+        ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"),
+        ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle"),
+    }
+)
+HYPERCORN_STREAM: Final = ("hypercorn.protocol.http_stream", "HTTPStream")
 DAPHNE_SERVER: Final = ("daphne.server", "Server")
+
+
+def _uvicorn_gone(cycle: Any, transport: Any) -> bool:
+    # ``disconnected`` is set in connection_lost(), a loop iteration after the transport saw
+    # the reset; a write that failed closes the transport at once (is_closing(), public
+    # asyncio), after which uvicorn's writes vanish without pausing: Django then sends the
+    # rest of a body in memory without yielding, before connection_lost() can run.
+    return bool(cycle.disconnected) or bool(transport.is_closing())
 
 
 def _daphne_gone(connections: dict[Any, dict[str, Any]], protocol: Any) -> bool:
@@ -118,18 +128,25 @@ def client_gone_probe(send: Any) -> Callable[[], bool] | None:
 
     uvicorn, hypercorn and daphne drop a body message sent after they saw the connection close,
     without a word to ``send()``'s caller; each keeps the fact where this reads it: uvicorn on
-    the cycle ``send`` is bound to (``disconnected``), hypercorn on its stream (``closed``),
-    daphne in ``Server.connections[protocol]`` (``send`` is ``partial(server.handle_reply,
-    protocol)``). Read by class and module name, so no server is imported; anything else (or a
-    middleware between the server and the wrapper) gets None.
+    the cycle ``send`` is bound to (``disconnected``, and its transport's ``is_closing()``),
+    hypercorn on its stream (``closed``), daphne in ``Server.connections[protocol]`` (``send``
+    is ``partial(server.handle_reply, protocol)``). Read by class and module name, so no server
+    is imported; anything else (or a middleware between the server and the wrapper) gets None.
     """
     owner = getattr(send, "__self__", None)
     if owner is not None:
         cls = type(owner)
-        flag = _GONE_FLAGS.get((cls.__module__, cls.__qualname__))
-        if flag is None or not hasattr(owner, flag):
-            return None
-        return partial(getattr, owner, flag)
+        name = (cls.__module__, cls.__qualname__)
+        if name in UVICORN_CYCLES:
+            transport = getattr(owner, "transport", None)
+            if not hasattr(owner, "disconnected") or not callable(
+                getattr(transport, "is_closing", None)
+            ):
+                return None
+            return partial(_uvicorn_gone, owner, transport)
+        if name == HYPERCORN_STREAM and hasattr(owner, "closed"):
+            return partial(getattr, owner, "closed")
+        return None
     if isinstance(send, partial) and len(send.args) == 1:
         server = getattr(send.func, "__self__", None)
         cls = type(server)
