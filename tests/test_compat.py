@@ -93,21 +93,28 @@ def _granian_native() -> Any:
     )
 
 
-def test_granian_asgi_send_is_a_method_of_a_granian_class() -> None:
-    """The shape ``is_granian_send`` reads: a method of ``granian._granian.ASGIHTTPProtocol``."""
-    native = _granian_native()
-    protocol = getattr(native, "ASGIHTTPProtocol", None)
-    assert protocol is not None, "granian no longer has _granian.ASGIHTTPProtocol"
-    assert protocol.__module__.startswith(_compat.GRANIAN_MODULE_PREFIX), protocol.__module__
-    assert callable(getattr(protocol, "send", None)), "ASGIHTTPProtocol.send is gone"
+#: What ``client_gone_probe`` reads from the ``send`` each server hands the application.
+GONE_PROBES = {
+    "uvicorn": b"gone=False",
+    "gunicorn-uvicorn": b"gone=False",
+    "hypercorn": b"gone=False",
+    "daphne": b"gone=False",
+    "granian-asgi": b"none",
+}
 
 
 @pytest.mark.servers
-def test_granian_asgi_send_is_recognised_and_uvicorn_send_is_not(tmp_path: Path) -> None:
-    """What the ASGI wrapper relies on, from the ``send`` real servers hand the application."""
-    _granian_native()
-    for kind, expected in (("granian-asgi", b"granian"), ("uvicorn", b"other")):
-        with Server(kind, app="tests.asgi:send_probe", log_dir=tmp_path) as server:
-            response = full_read(server.port, "/", keep_body=True)
-            log = server.log_tail()
-        assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"
+@pytest.mark.parametrize(("kind", "expected"), GONE_PROBES.items())
+def test_servers_say_whether_their_client_is_gone(
+    tmp_path: Path, kind: str, expected: bytes
+) -> None:
+    """The shapes ``client_gone_probe`` reads (uvicorn's cycle and transport, hypercorn's
+    stream, daphne's connection table), from real servers: a renamed attribute answers
+    ``none`` here. That the flag turns True is shown by
+    ``tests/servers/test_streaming.py`` (an aborted file counts only what was handed over)."""
+    if kind == "granian-asgi":
+        _granian_native()
+    with Server(kind, app="tests.asgi:gone_probe", log_dir=tmp_path) as server:
+        response = full_read(server.port, "/", keep_body=True)
+        log = server.log_tail()
+    assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"

@@ -22,6 +22,7 @@ from django_sent_otel import signals
 from django_sent_otel.delivery import sending
 from django_sent_otel.middleware import DeliveryMiddleware
 from django_sent_otel.signals import response_delivered
+from tests import views
 from tests.harness.deliveries import Deliveries
 from tests.harness.names import (
     CLIENT_DISCONNECT,
@@ -555,3 +556,23 @@ def test_uwsgi_reset_connection_is_a_disconnect(
         server.close()
     d = deliveries.only()
     assert (d.outcome, d.route) == (outcome, "small/")
+
+
+def test_first_byte_and_chunks_of_a_wsgi_stream(deliveries: Deliveries) -> None:
+    """Under WSGI the first chunk the server takes from the body marks the first byte."""
+    response = Client().get("/wait-first/")
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    response.close()
+    (d,) = deliveries
+    assert d.outcome == "delivered"
+    assert d.time_to_first_byte is not None
+    assert views.FIRST_BYTE_WAIT <= d.time_to_first_byte <= d.duration
+    assert (d.chunks, d.bytes_sent) == (views.EVENTS, len(body))
+
+
+def test_first_byte_of_a_body_in_memory_is_the_handler_return(deliveries: Deliveries) -> None:
+    Client().get("/small/")
+    (d,) = deliveries
+    assert d.chunks == 1
+    assert d.time_to_first_byte is not None
+    assert d.time_to_first_byte == pytest.approx(d.duration - d.send_duration, abs=1e-6)

@@ -81,21 +81,6 @@ def _context_getter() -> Any:
 current_context: Final = _context_getter()
 
 
-GRANIAN_MODULE_PREFIX: Final = "granian."
-
-
-def is_granian_send(send: Any) -> bool:
-    """Whether an ASGI ``send`` is granian's: bound to an object of a ``granian.*`` class.
-
-    ASGI gives no server name to the application, and granian reports a disconnect while the
-    body is still being sent, so the ASGI wrapper must not wait for one before the final
-    message there. Matched by module name, so granian is never imported; any other server (or
-    a middleware between granian and the wrapper) answers False, the safe default.
-    """
-    owner = getattr(send, "__self__", None)
-    return owner is not None and type(owner).__module__.startswith(GRANIAN_MODULE_PREFIX)
-
-
 #: The classes whose bound ``send`` the ASGI wrapper reads a "client gone" fact from: uvicorn's
 #: ``RequestResponseCycle`` (h11 and httptools, also under gunicorn's uvicorn worker) and
 #: hypercorn's ``HTTPStream``.

@@ -11,14 +11,13 @@ own it tracks with ``route="unmatched"``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from django.core.handlers.asgi import get_script_prefix
 
-from ._compat import client_gone_probe, is_granian_send
+from ._compat import client_gone_probe
 from .delivery import CLIENT_DISCONNECT, SCOPE_KEY, Tracker, classify, is_bodiless
 from .pipeline import runtime
 
@@ -63,17 +62,13 @@ class DeliveryASGIMiddleware:
 
         # Whether the server already knows the client is gone (uvicorn, hypercorn, daphne):
         # it then drops body messages silently, and Django, sending a body from memory
-        # without yielding, would not hear of the disconnect before the final message.
+        # without yielding, would not hear of the disconnect before the final message. Read
+        # before each body message, it is what makes the bytes true and sees a disconnect
+        # no receive() reports in time; nothing waits for one (see the accuracy matrix).
         gone = client_gone_probe(send)
-        # A server that does not say must be given time to report it through receive()
-        # before the final message; not granian, which reports a disconnect while the body
-        # is still being sent (waiting would let a client that read everything and closed
-        # look like one that left).
-        waits = gone is None and not is_granian_send(send)
-        body_messages = 0
 
         async def observed_send(message: Message) -> None:
-            nonlocal sending_final, body_messages
+            nonlocal sending_final
             kind = message.get("type")
             if kind == "http.response.body":
                 if gone is not None and _dropped(gone, tracker):
@@ -83,11 +78,8 @@ class DeliveryASGIMiddleware:
                 if body:
                     tracker.add_chunk(len(body))
                 if message.get("more_body", False):
-                    body_messages += 1
                     await send(message)
                     return
-                if body_messages and waits and not tracker.done:
-                    await _let_disconnect_arrive(tracker)
                 tracker.headers_sent()  # an empty body's first byte is its end
                 sending_final = True
                 await send(message)
@@ -110,23 +102,6 @@ class DeliveryASGIMiddleware:
             raise
         # Returned without the final body message: the response was cut short.
         tracker.finish(CLIENT_DISCONNECT)
-
-
-async def _let_disconnect_arrive(tracker: Tracker) -> None:
-    """Yield to the event loop a few times before the final body message, under a server
-    that does not say when it knows its client gone (:func:`client_gone_probe`).
-
-    Such a server may drop writes to a connection that is gone without telling ``send()``,
-    and Django sends a body that is already in memory without ever yielding, so a disconnect
-    noticed by the server during the body would only reach ``receive()`` after the final
-    message. Three loop iterations let the server's ``connection_lost`` run and Django's
-    disconnect listener receive it. Only multi-message bodies pay this: a single message is
-    taken whole by the kernel, where no server can see an abort anyway.
-    """
-    for _ in range(3):
-        await asyncio.sleep(0)
-        if tracker.done:
-            return
 
 
 def _dropped(gone: Callable[[], bool], tracker: Tracker) -> bool:
