@@ -118,3 +118,24 @@ def test_servers_say_whether_their_client_is_gone(
         response = full_read(server.port, "/", keep_body=True)
         log = server.log_tail()
     assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"
+
+
+def test_streaming_response_keeps_its_iterator_where_the_wrapper_reads_it() -> None:
+    """``wrap_stream_iterator`` wraps Django's ``_iterator``, inside the ``make_bytes`` map the
+    server reads: the wrapper sees the view's own chunks, the server gets bytes."""
+    response = StreamingHttpResponse(iter(["é", b"b"]))
+    seen: list[Any] = []
+
+    def wrap(iterator: Any) -> Any:
+        for chunk in iterator:
+            seen.append(chunk)
+            yield chunk
+
+    assert _compat.wrap_stream_iterator(response, wrap)
+    assert b"".join(response) == "é".encode() + b"b"
+    assert seen == ["é", b"b"]
+
+    async def body() -> Any:
+        yield b"x"
+
+    assert not _compat.wrap_stream_iterator(StreamingHttpResponse(body()), wrap)

@@ -576,3 +576,18 @@ def test_first_byte_of_a_body_in_memory_is_the_handler_return(deliveries: Delive
     assert d.chunks == 1
     assert d.time_to_first_byte is not None
     assert d.time_to_first_byte == pytest.approx(d.duration - d.send_duration, abs=1e-6)
+
+
+def test_text_chunks_count_the_bytes_the_server_gets(deliveries: Deliveries) -> None:
+    """A view may stream text: counted as the bytes Django makes of it, not characters."""
+
+    def view(request: Any) -> StreamingHttpResponse:
+        return StreamingHttpResponse(iter(["héllo", memoryview(b"ab"), 7]))
+
+    request = RequestFactory().get("/text/")
+    response = DeliveryMiddleware(view)(request)
+    body = b"".join(response)
+    response.close()
+    (d,) = deliveries
+    assert body == "héllo".encode() + b"ab" + b"7"
+    assert (d.bytes_sent, d.chunks) == (len(body), 3)

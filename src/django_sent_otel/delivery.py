@@ -326,6 +326,13 @@ class Tracker:
             self.chunks += 1
             self.bytes_sent += size
 
+    def add_body(self, chunks: int, size: int) -> None:
+        """Chunks and bytes of a body handed to the server, counted by the adapter (the first
+        byte was marked as it went); ignored once the outcome is decided."""
+        if self._open:
+            self.chunks += chunks
+            self.bytes_sent += size
+
     def headers_sent(self, at: float | None = None) -> None:
         """The first byte of a response without a body chunk yet: its headers (a bodiless
         response) or its empty final body. Only the first call counts."""
