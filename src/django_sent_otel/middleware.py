@@ -326,8 +326,9 @@ def _start_in_scope(request: HttpRequest, scope: Any) -> Tracker | None:
         tracker: Tracker | None = scope[SCOPE_KEY]
         if tracker is None:
             return None
-        if pipeline.runtime().is_url_excluded(request):  # needs the request: decided here
-            tracker.discard()
+        rt = pipeline.current or pipeline.runtime()
+        if rt.url_excluded is not None and rt.is_url_excluded(request):
+            tracker.discard()  # needs the request: decided here
             return None
         tracker.request = request
     else:
