@@ -23,7 +23,8 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import pipeline
-from ._compat import body_size, current_exception, wrap_stream_iterator
+from ._compat import body_size, current_exception, file_to_stream, wrap_stream_iterator
+from ._logging import log_once
 from .delivery import (
     CLIENT_DISCONNECT,
     SCOPE_KEY,
@@ -32,7 +33,6 @@ from .delivery import (
     Tracker,
     classify,
     is_bodiless,
-    log_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def _content_length(response: HttpResponseBase) -> int | None:
 
 
 def _position(response: HttpResponseBase) -> int | None:
-    filelike = getattr(response, "file_to_stream", None)
+    filelike = file_to_stream(response)
     try:
         if filelike is None or filelike.closed:
             return None
@@ -362,7 +362,7 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
             tracker.bytes_sent = size
             tracker.chunks = 1 if size else 0
             tracker.first_byte_at = tracker.returned_at
-        elif isinstance(response, FileResponse) and response.file_to_stream is not None:
+        elif isinstance(response, FileResponse) and file_to_stream(response) is not None:
             # The file is the server's to send from now on (never wrapped: sendfile stays).
             tracker.first_byte_at = tracker.returned_at
             if request.META.get("wsgi.file_wrapper") is not None:
