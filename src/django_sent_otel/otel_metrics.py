@@ -70,18 +70,19 @@ class OtelDeliveryMetrics:
             unit="{response}",
             description="Responses not fully delivered; error.type is the reason.",
         )
-        advice = {"explicit_bucket_boundaries_advisory": list(HTTP_DURATION_BUCKETS)}
-        self.duration = meter.create_histogram(
-            DELIVERY_DURATION,
-            unit="s",
-            description="Time from request start until the end of delivery.",
-            **advice,
+        advice = list(HTTP_DURATION_BUCKETS)
+
+        def seconds(name: str, description: str) -> Any:
+            return meter.create_histogram(
+                name, unit="s", description=description, explicit_bucket_boundaries_advisory=advice
+            )
+
+        self.duration = seconds(
+            DELIVERY_DURATION, "Time from request start until the end of delivery."
         )
-        self.send_duration = meter.create_histogram(
+        self.send_duration = seconds(
             SEND_DURATION,
-            unit="s",
-            description="Time from the handler returning the response until the end of delivery.",
-            **advice,
+            "Time from the handler returning the response until the end of delivery.",
         )
         self.body_sent = meter.create_counter(
             BODY_SENT,
@@ -93,20 +94,13 @@ class OtelDeliveryMetrics:
             unit="{chunk}",
             description="Response body chunks handed to the server, failed deliveries included.",
         )
-        self.first_byte = meter.create_histogram(
+        self.first_byte = seconds(
             FIRST_BYTE_DURATION,
-            unit="s",
-            description=(
-                "Time from request start until the first body byte (bodiless: the headers) "
-                "was handed to the server."
-            ),
-            **advice,
+            "Time from request start until the first body byte (bodiless: the headers) was "
+            "handed to the server.",
         )
-        self.undelivered_duration = meter.create_histogram(
-            UNDELIVERED_DURATION,
-            unit="s",
-            description="Time from request start until a delivery failure was known.",
-            **advice,
+        self.undelivered_duration = seconds(
+            UNDELIVERED_DURATION, "Time from request start until a delivery failure was known."
         )
         self._attributes: dict[_Key, dict[str, Any]] = {}
 
