@@ -19,6 +19,10 @@ urlpatterns = [
     path("callback/", views.callback),
     path("async-small/", views.async_small),
     path("crash/", views.crash),
+    path("wait-first/", views.wait_first),
+    path("await-first/", views.await_first),
+    path("slow-stream/", views.slow_stream),
+    path("aslow-stream/", views.aslow_stream),
     path("leave/", views.leave),
     path("", include("django_sent_otel.urls")),
 ]
