@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .delivery import TRACKER_ATTR, log_once
 
 if TYPE_CHECKING:
     from .delivery import Delivery
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "on_delivered"]
 
 
