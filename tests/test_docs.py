@@ -1,22 +1,20 @@
-"""The README's metric table and settings list are checked against what the code really does."""
+"""The docs' metric tables and settings list are checked against what the code really does."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from django_sent_otel.conf import Settings
 from django_sent_otel.delivery import Delivery
 from django_sent_otel.metrics import DeliveryMetrics
+from tests.harness.docs import between, page
 from tests.harness.names import DELIVERED, STREAM_ERROR
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
-
-def readme_metrics() -> dict[str, tuple[str, set[str]]]:
-    block = README.split("<!-- metrics:start -->")[1].split("<!-- metrics:end -->")[0]
+def documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    block = between(page("metrics"), "metrics")
     rows: dict[str, tuple[str, set[str]]] = {}
     for line in block.strip().splitlines()[2:]:
         name, kind, labels, _meaning = (c.strip() for c in line.strip("|").split("|"))
@@ -39,18 +37,19 @@ def exported() -> dict[str, tuple[str, set[str]]]:
 
 
 def test_metric_table_matches_the_registry() -> None:
-    assert readme_metrics() == exported()
+    assert documented_metrics() == exported()
 
 
 def test_every_setting_is_documented() -> None:
     names = [n for n in vars(Settings) if n.isupper()]
+    text = page("settings")
     assert names
     for name in names:
-        assert re.search(rf"^### `SENT_OTEL_{name}: [^`]+`$", README, re.M), name
+        assert re.search(rf"^### `SENT_OTEL_{name}: [^`]+`$", text, re.M), name
 
 
-def readme_otel_metrics() -> dict[str, tuple[str, str]]:
-    block = README.split("<!-- otel-metrics:start -->")[1].split("<!-- otel-metrics:end -->")[0]
+def documented_otel_metrics() -> dict[str, tuple[str, str]]:
+    block = between(page("otel-metrics"), "otel-metrics")
     rows: dict[str, tuple[str, str]] = {}
     for line in block.strip().splitlines()[2:]:
         name, instrument, unit, _attributes, _meaning = (
@@ -81,4 +80,4 @@ def test_otel_metric_table_matches_the_instruments() -> None:
         for sm in rm.scope_metrics
         for m in sm.metrics
     }
-    assert readme_otel_metrics() == found
+    assert documented_otel_metrics() == found

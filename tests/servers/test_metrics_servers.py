@@ -200,7 +200,7 @@ def run_mix(port: int, calls: list[Call], seed: int) -> Expected:
             assert not seen.complete and seen.body_received >= ABORT_AFTER, (call, seen)
             aborted.add(key)
             # Bytes are counted as the body is handed over (streams, plain bodies); a failed
-            # sendfile transfer is not observable and counts 0 (README "Metrics").
+            # sendfile transfer is not observable and counts 0 (docs "Prometheus metrics").
             low[key] += 0 if call.route == "file/" else seen.body_received
         high[key] += call.size
         labels = {"method": "GET", "route": call.route, "status": str(call.status)}
