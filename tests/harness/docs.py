@@ -26,9 +26,13 @@ def between(text: str, name: str) -> str:
 
 
 def recipe(text: str, name: str) -> str:
-    """The body of the fenced block that follows ``<!-- recipe:name -->``."""
+    """The body of the fenced block that follows ``<!-- recipe:name -->`` (list indent removed)."""
     found = re.search(
-        rf"^<!-- recipe:{re.escape(name)} -->\n+(`{{3,}})[^\n]*\n(.*?)^\1$", text, re.M | re.S
+        rf"^( *)<!-- recipe:{re.escape(name)} -->\n+\1(`{{3,}})[^\n]*\n(.*?)^\1\2$",
+        text,
+        re.M | re.S,
     )
     assert found, f"no fenced block after <!-- recipe:{name} -->"
-    return found.group(2)
+    indent = found.group(1)
+    lines = found.group(3).splitlines(keepends=True)
+    return "".join(line.removeprefix(indent) for line in lines)
