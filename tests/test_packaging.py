@@ -12,38 +12,16 @@ from __future__ import annotations
 import re
 import subprocess
 import tarfile
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from django_sent_otel import __version__
-from tests.harness.docs import ROOT, page, recipe
-from tests.harness.venvs import fresh_venv, run
+from tests.harness.docs import ROOT
+from tests.harness.venvs import fresh_venv, run, small_project
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
-
-SETUP = page("setup")
-
-SETTINGS = f"""\
-SECRET_KEY = "not-a-secret-only-a-test-project"
-DEBUG = False
-ALLOWED_HOSTS = ["testserver", "127.0.0.1"]
-ROOT_URLCONF = "myproject.urls"
-DATABASES = {{}}
-USE_TZ = True
-INSTALLED_APPS = []
-{recipe(SETUP, "installed-apps")}
-{recipe(SETUP, "middleware")}"""
-
-URLS = f"""\
-from django.http import HttpResponse
-from django.urls import include, path
-
-{recipe(SETUP, "urls")}
-urlpatterns.append(path("hello/", lambda request: HttpResponse("hello")))
-"""
 
 # One request through the middleware (Django's test client closes the response as a WSGI
 # server does), one through asgi.py's application, then the metrics both left.
@@ -96,25 +74,8 @@ def venv_bin(tmp_path_factory: pytest.TempPathFactory, distributions: tuple[Path
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    package = root / "myproject"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "settings.py").write_text(SETTINGS)
-    (package / "urls.py").write_text(URLS)
-    (package / "asgi.py").write_text(recipe(SETUP, "asgi-py"))
+    root = small_project(tmp_path_factory.mktemp("project"))
     (root / "requests.py").write_text(REQUESTS)
-    (root / "manage.py").write_text(
-        textwrap.dedent("""\
-            import os
-            import sys
-
-            from django.core.management import execute_from_command_line
-
-            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")
-            execute_from_command_line(sys.argv)
-        """)
-    )
     return root
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness.docs import ROOT
+from tests.harness.docs import ROOT, page, recipe
 
 #: Names the directory holding the built sdist and wheel (relative to the repository).
 DIST_ENV = "SENT_OTEL_DIST"
@@ -90,3 +90,48 @@ def fresh_venv(path: Path, *requirements: str | os.PathLike[str], with_pip: bool
             timeout=INSTALL_TIMEOUT,
         )  # fmt: skip
     return bin_dir
+
+
+def small_project(root: Path) -> Path:
+    """A project ``myproject`` made from the snippets of docs/setup.md, in ``root``.
+
+    Settings with the ``INSTALLED_APPS`` and ``MIDDLEWARE`` lines, the urls with
+    ``/metrics``, the ``asgi.py`` the page creates, and a ``wsgi.py`` as Django's and Wagtail's
+    project templates write it (``setdefault`` of ``DJANGO_SETTINGS_MODULE``). ``GET /hello/``
+    answers ``hello``.
+    """
+    setup = page("setup")
+    package = root / "myproject"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        'SECRET_KEY = "not-a-secret-only-a-test-project"\n'
+        "DEBUG = False\n"
+        'ALLOWED_HOSTS = ["testserver", "127.0.0.1"]\n'
+        'ROOT_URLCONF = "myproject.urls"\n'
+        "DATABASES = {}\n"
+        "USE_TZ = True\n"
+        "INSTALLED_APPS = []\n"
+        f"{recipe(setup, 'installed-apps')}{recipe(setup, 'middleware')}"
+    )
+    (package / "urls.py").write_text(
+        "from django.http import HttpResponse\n"
+        "from django.urls import include, path\n\n"
+        f"{recipe(setup, 'urls')}"
+        'urlpatterns.append(path("hello/", lambda request: HttpResponse("hello")))\n'
+    )
+    (package / "asgi.py").write_text(recipe(setup, "asgi-py"))
+    (package / "wsgi.py").write_text(
+        "import os\n\n"
+        "from django.core.wsgi import get_wsgi_application\n\n"
+        'os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")\n\n'
+        "application = get_wsgi_application()\n"
+    )
+    (root / "manage.py").write_text(
+        "import os\n"
+        "import sys\n\n"
+        "from django.core.management import execute_from_command_line\n\n"
+        'os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")\n'
+        "execute_from_command_line(sys.argv)\n"
+    )
+    return root
