@@ -14,8 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, override_settings
+from django.urls import include, path, re_path
+from prometheus_client import REGISTRY
 
+from django_sent_otel.signals import response_delivered
 from tests.harness.clients import full_read
+from tests.harness.deliveries import Deliveries
 from tests.harness.docs import ROOT, page, recipe
 from tests.harness.otlp import OTLPReceiver
 from tests.harness.servers import Server
@@ -25,6 +31,46 @@ TRACING = recipe(page("traces"), "tracing")
 #: What the page shows that a test cannot use as is: the package from PyPI, Jaeger's port.
 PACKAGE = '"django-sent-otel[otel]"'
 ENDPOINT = "http://127.0.0.1:4318"
+
+
+def page_view(request: HttpRequest, path: str) -> HttpResponse:
+    return HttpResponse(f"page {path}")
+
+
+#: As in a Wagtail project: /metrics, then Wagtail's catch-all page route.
+urlpatterns = [
+    path("", include("django_sent_otel.urls")),
+    path("", include([re_path(r"^((?:[\w\-]+/)*)$", page_view, name="wagtail_serve")])),
+]
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_catch_all_pages_share_a_route_and_the_recipe_counts_sections(
+    deliveries: Deliveries,
+) -> None:
+    code = recipe(page("catch-all-routes"), "catch-all-sections")
+    namespace: dict[str, object] = {"__name__": "catch_all_recipe"}
+    exec(compile(code, "docs/catch-all-routes.md", "exec"), namespace)
+    try:
+        client = Client()
+        for url in ("/", "/blog/", "/blog/a-post/", "/shop/cart/", "/wp-login.php/x/"):
+            assert client.get(url).status_code in (200, 404)
+        routes = [d.route for d in deliveries]
+        # Four pages on one route; the scanner's URL matched no pattern (a 404, "unmatched").
+        assert routes == [namespace["CATCH_ALL"]] * 4 + ["unmatched"]
+        scraped = client.get("/metrics").content.decode()
+
+        def count(section: str) -> float | None:
+            return REGISTRY.get_sample_value(
+                "myproject_page_deliveries_total", {"section": section, "outcome": "delivered"}
+            )
+
+        assert (count("blog"), count("shop"), count("other")) == (2.0, 1.0, 1.0)
+        assert 'route="^((?:[\\\\w\\\\-]+/)*)$"' in scraped
+        assert "myproject_page_deliveries_total{" in scraped
+    finally:
+        response_delivered.disconnect(namespace["count_page"])
+        REGISTRY.unregister(namespace["page_deliveries"])
 
 
 def test_the_gunicorn_configuration_is_the_examples() -> None:
