@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from django_sent_otel.conf import Settings
 from django_sent_otel.delivery import Delivery
 from django_sent_otel.metrics import DeliveryMetrics
-from tests.harness.docs import between, page
+from tests.harness.docs import ROOT, between, page, recipe
 from tests.harness.names import DELIVERED, STREAM_ERROR
 
 
@@ -81,3 +81,14 @@ def test_otel_metric_table_matches_the_instruments() -> None:
         for m in sm.metrics
     }
     assert documented_otel_metrics() == found
+
+
+def test_the_readme_is_a_front_page_showing_the_docs_recipes() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    setup = page("setup")
+    # The README repeats these recipes verbatim; the docs' copies are the ones the tests run.
+    for name in ("install", "installed-apps", "middleware", "asgi", "urls"):
+        assert recipe(setup, name) in readme, name
+    assert recipe(page("traces"), "tracing") in readme
+    assert "make demo" in readme.split("\n## ")[0] and "make test" in readme.split("\n## ")[0]
