@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
+import django
 import pytest
+import trove_classifiers
 
 from django_sent_otel import __version__
 from tests.harness.docs import ROOT
@@ -118,6 +121,12 @@ def test_the_wheel_holds_the_package_its_license_and_no_tests(
     assert "\nLicense-Expression: MIT\n" in metadata
     assert "\nProvides-Extra: otel\n" in metadata
     assert re.search(r"^Requires-Dist: opentelemetry-distro.*extra == \"otel\"$", metadata, re.M)
+    classifiers = re.findall(r"^Classifier: (.*)$", metadata, re.M)
+    assert set(classifiers) <= trove_classifiers.classifiers
+    # The Django and Python this suite runs on are listed (make test: 5.2 and 6.1).
+    assert f"Framework :: Django :: {django.VERSION[0]}.{django.VERSION[1]}" in classifiers
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert f"Programming Language :: Python :: {python}" in classifiers
     # Development tools are dependency groups, never published extras.
     assert re.findall(r"^Provides-Extra: (.*)$", metadata, re.M) == ["otel"]
 
