@@ -22,7 +22,7 @@ from django_sent_otel import __version__  # noqa: E402
 
 project = "django-sent-otel"
 author = "django-sent-otel contributors"
-copyright = "2026, django-sent-otel contributors"  # noqa: A001
+copyright = "2026, django-sent-otel contributors"
 version = release = __version__
 
 extensions = ["myst_parser", "sphinx.ext.autodoc"]

@@ -28,7 +28,7 @@ control_socket_disable = True
 _write_metrics = worker_exit
 
 
-def worker_exit(server: Any, worker: Any) -> None:  # noqa: F811
+def worker_exit(server: Any, worker: Any) -> None:
     """Write the worker's last metrics, then flush the example's spans, before it exits."""
     _write_metrics(server, worker)
     from example import otel
