@@ -131,17 +131,32 @@ def otlp() -> Iterator[OTLPReceiver]:
         yield receiver
 
 
+def recipe_server(
+    installed: tuple[Path, Path],
+    otlp: OTLPReceiver,
+    *,
+    ready_path: str,
+    ready_status: int | None = None,
+    without: str | None = None,
+) -> Recipe:
+    """The recipe's lines after its install line, exporting to ``otlp`` (less ``without``)."""
+    bin_dir, project = installed
+    _install, lines = TRACING.split("\n", 1)
+    script = lines.replace(ENDPOINT, otlp.endpoint)
+    if without is not None:
+        assert without in script
+        script = script.replace(without, "")
+    return Recipe(
+        script, bin_dir, project, ready_path=ready_path, ready_status=ready_status, start_timeout=90
+    )
+
+
 @pytest.mark.servers
 @pytest.mark.packaging
 def test_the_tracing_recipe_sends_delivery_spans(
     installed: tuple[Path, Path], otlp: OTLPReceiver
 ) -> None:
-    bin_dir, project = installed
-    _install, lines = TRACING.split("\n", 1)
-    script = lines.replace(ENDPOINT, otlp.endpoint)
-    with Recipe(
-        script, bin_dir, project, ready_path="/metrics", ready_status=200, start_timeout=90
-    ) as server:
+    with recipe_server(installed, otlp, ready_path="/metrics", ready_status=200) as server:
         response = full_read(server.port, "/hello/")
         assert response.status == 200, server.log_tail()
         (delivered,) = otlp.wait_for(lambda s: s.name == "response-delivered", timeout=30)
@@ -154,9 +169,8 @@ def test_the_tracing_recipe_sends_delivery_spans(
     assert delivered.resource.get("service.name") == "shop"
     # The readiness checks fetched /metrics: excluded, so no span of the instrumentation's
     # (nor of the plugin's); the two spans of /hello/ are all there is.
-    others = [
-        s.short() for s in otlp.spans() if s.span_id not in {delivered.span_id, parent.span_id}
-    ]
+    ours = {delivered.span_id, parent.span_id}
+    others = [s.short() for s in otlp.spans() if s.span_id not in ours]
     assert not others, others
 
 
@@ -166,10 +180,7 @@ def test_without_the_exported_settings_module_every_request_fails(
     installed: tuple[Path, Path], otlp: OTLPReceiver
 ) -> None:
     # Why the page exports DJANGO_SETTINGS_MODULE: wsgi.py's setdefault comes too late.
-    bin_dir, project = installed
-    _install, lines = TRACING.split("\n", 1)
     export = "export DJANGO_SETTINGS_MODULE=myproject.settings\n"
-    script = lines.replace(ENDPOINT, otlp.endpoint).replace(export, "")
-    with Recipe(script, bin_dir, project, ready_path="/hello/", start_timeout=90) as server:
+    with recipe_server(installed, otlp, ready_path="/hello/", without=export) as server:
         assert full_read(server.port, "/hello/").status == 500
     assert "has no attribute 'ROOT_URLCONF'" in server.log_text()
