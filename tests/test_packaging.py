@@ -10,7 +10,6 @@ middleware and one through the ASGI entry point.
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import tarfile
 import zipfile
@@ -142,8 +141,10 @@ def test_the_sdist_has_what_a_rebuild_needs(distributions: tuple[Path, Path]) ->
 
 
 def _tracked(prefix: str) -> set[str]:
-    """Files git tracks under ``prefix``, relative to it."""
-    out = subprocess.run(
-        ["git", "ls-files", prefix], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    return {line.removeprefix(prefix) for line in out.splitlines()}
+    """The package's source files under ``prefix``, relative to it (no bytecode)."""
+    base = ROOT / prefix
+    return {
+        p.relative_to(base).as_posix()
+        for p in base.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
