@@ -5,17 +5,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import django
+from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
-# autodoc imports the package, and its modules import Django's settings lazily.
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+# autodoc imports the modules, some of which need configured settings.
+settings.configure(INSTALLED_APPS=["django_sent_otel"])
 django.setup()
 
 from django_sent_otel import __version__  # noqa: E402
