@@ -121,7 +121,7 @@ class SpanFloorMiddleware:
                 "http.route": "/",
                 "http.response.status_code": response.status_code,
                 "http.response.body.size": 14,
-                "delivery.outcome": DELIVERED,
+                "django_sent_otel.delivery.outcome": DELIVERED,
             },
         ).end()
         return response

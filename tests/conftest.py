@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from prometheus_client import CollectorRegistry
 from tests import slots
 from tests.harness.deliveries import Deliveries, recording
 from tests.harness.venvs import distributions as built_distributions
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``last_in_module`` run after the other tests of their module, in whatever
+    order the rest run (pytest-randomly shuffles them first): they stop the module's shared
+    server and check what all of its traffic left behind."""
+    reordered: list[pytest.Item] = []
+    for _, group in itertools.groupby(items, key=lambda item: item.nodeid.split("::")[0]):
+        reordered += sorted(group, key=lambda i: i.get_closest_marker("last_in_module") is not None)
+    items[:] = reordered
 
 
 @pytest.fixture

@@ -56,6 +56,18 @@ def test_other_responses_have_no_body_size(tmp_path: pytest.TempPathFactory) -> 
         assert _compat.body_size(FileResponse(f)) is None
 
 
+def test_file_response_keeps_the_file_it_streams(tmp_path: Path) -> None:
+    """Django's WSGI handler hands ``file_to_stream`` to ``wsgi.file_wrapper``: the same
+    attribute tells the middleware to leave the body alone."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"data")
+    with open(path, "rb") as f:
+        response = FileResponse(f)
+        assert _compat.file_to_stream(response) is f, "FileResponse.file_to_stream moved"
+    assert _compat.file_to_stream(FileResponse(iter([b"x"]))) is None
+    assert _compat.file_to_stream(HttpResponse(b"x")) is None
+
+
 def test_opentelemetry_keeps_the_current_span_under_its_key() -> None:
     from opentelemetry import context
     from opentelemetry.trace.propagation import _SPAN_KEY
@@ -111,3 +123,71 @@ def test_granian_asgi_send_is_recognised_and_uvicorn_send_is_not(tmp_path: Path)
             response = full_read(server.port, "/", keep_body=True)
             log = server.log_tail()
         assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"
+
+
+def test_prometheus_client_formats_bucket_bounds_with_float_to_go_string() -> None:
+    from prometheus_client.utils import floatToGoString
+
+    from django_sent_otel._names import DEFAULT_BUCKETS
+
+    assert _compat.float_to_go_string is floatToGoString, "not prometheus_client's formatter"
+    # The fallback formats every bound the way the library does.
+    for bound in (*DEFAULT_BUCKETS, 1, 2.5, 1e3, 12345678.0, float("inf"), float("-inf")):
+        assert _compat._go_float(bound) == floatToGoString(bound), bound
+
+
+def test_prometheus_client_multiprocess_values_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``values.ValueClass``: what the multiprocess writer creates its values with, called as
+    prometheus_client's own metrics call it; ``MultiProcessCollector`` must merge them."""
+    from prometheus_client import multiprocess, values
+
+    assert hasattr(values, "ValueClass"), "prometheus_client renamed values.ValueClass"
+    assert _compat.multiprocess_value() is values.ValueClass
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 4242))
+    value = _compat.multiprocess_value()(
+        "counter", "probe", "probe_total", ("route",), ("a/",), "help", multiprocess_mode=""
+    )
+    value.set(3)
+    merged = multiprocess.MultiProcessCollector(None, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    samples = [s for f in merged.collect() for s in f.samples]  # type: ignore[no-untyped-call]
+    assert [(s.name, s.labels, s.value) for s in samples] == [("probe_total", {"route": "a/"}, 3.0)]
+
+
+def test_the_django_instrumentation_inserts_the_middleware_path_we_name() -> None:
+    from opentelemetry.instrumentation import django as otel_django
+    from opentelemetry.instrumentation.django.middleware.otel_middleware import (
+        _DjangoMiddleware,
+    )
+
+    path = f"{_DjangoMiddleware.__module__}.{_DjangoMiddleware.__qualname__}"
+    assert path == _compat.DJANGO_OTEL_MIDDLEWARE
+    assert otel_django.DjangoInstrumentor._opentelemetry_middleware == path
+
+
+def test_django_signals_keep_their_receivers_in_a_list() -> None:
+    from django.dispatch import Signal
+
+    signal = Signal()
+    assert type(signal.receivers) is list, "Django no longer keeps Signal.receivers as a list"
+    assert _compat.has_receivers(signal, Delivery) is False
+
+    def receiver(**kwargs: Any) -> None:
+        return None
+
+    signal.connect(receiver, sender=Delivery)
+    assert _compat.has_receivers(signal, Delivery) is True
+    assert signal.has_listeners(Delivery)  # the public fallback agrees
+
+
+def test_has_receivers_falls_back_to_has_listeners() -> None:
+    class Other:
+        receivers = None
+
+        def has_listeners(self, sender: Any) -> bool:
+            return sender is Delivery
+
+    assert _compat.has_receivers(Other(), Delivery) is True
+    assert _compat.has_receivers(Other(), object) is False

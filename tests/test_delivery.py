@@ -23,6 +23,8 @@ from django_sent_otel.delivery import (
 
 
 class Recorder:
+    on_return = True
+
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
 
@@ -34,6 +36,8 @@ class Recorder:
 
 
 class Exploding:
+    on_return = True
+
     def handler_returned(self, tracker: Tracker) -> None:
         raise RuntimeError("sink bug")
 

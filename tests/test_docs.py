@@ -92,3 +92,11 @@ def test_the_readme_is_a_front_page_showing_the_docs_recipes() -> None:
         assert recipe(setup, name) in readme, name
     assert recipe(page("traces"), "tracing") in readme
     assert "make demo" in readme.split("\n## ")[0] and "make test" in readme.split("\n## ")[0]
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    import django_sent_otel
+
+    api = page("api")
+    for name in django_sent_otel.__all__:
+        assert f"django_sent_otel.{name}" in api, name

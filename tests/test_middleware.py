@@ -295,7 +295,6 @@ def test_span_for_a_delivered_response(spans: InMemorySpanExporter) -> None:
         "http.response.status_code": 200,
         "http.response.body.size": len(b"" + Client().get("/articles/2020/").content),
         "django_sent_otel.delivery.outcome": "delivered",
-        "delivery.outcome": "delivered",  # deprecated key, kept for one release
     }
     assert span.status.status_code.name == "UNSET"
     assert span.instrumentation_scope is not None
@@ -346,7 +345,7 @@ def test_span_for_a_failed_response(spans: InMemorySpanExporter) -> None:
     assert span.attributes is not None
     assert span.attributes["error.type"] == "client_disconnect"
     assert span.attributes["django_sent_otel.delivery.outcome"] == "client_disconnect"
-    assert span.attributes["delivery.outcome"] == "client_disconnect"
+    assert "delivery.outcome" not in span.attributes  # the unnamespaced key is gone
 
 
 def test_span_honours_incoming_traceparent(spans: InMemorySpanExporter) -> None:

@@ -195,7 +195,6 @@ def test_small_response_span(running: Running, otlp: OTLPReceiver) -> None:
         "http.response.status_code": 200,
         "http.response.body.size": response.body_len,
         "django_sent_otel.delivery.outcome": "delivered",
-        "delivery.outcome": "delivered",  # deprecated key, kept for one release
     }
     assert pair.ours.status_code == "UNSET"
     # The same SDK (resource) made both spans; under opentelemetry-instrument it is the distro's.

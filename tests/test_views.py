@@ -20,6 +20,8 @@ from tests.harness.names import (
     SEND_DURATION,
     SENDING,
 )
+from tests.harness.scrape import Scrape
+from tests.test_docs import readme_metrics
 
 pytestmark = pytest.mark.usefixtures("registry")
 
@@ -315,3 +317,27 @@ def test_prometheus_disable_created_series_is_honoured(disable: str, created: bo
     ).stdout
     assert DELIVERED_TOTAL in out
     assert ("_created" in out) is created
+
+
+def _table() -> dict[str, str]:
+    return {name: kind for name, (kind, _labels) in readme_metrics().items()}
+
+
+@pytest.mark.parametrize("multiprocess", [False, True], ids=["single-process", "multiprocess"])
+def test_the_first_scrape_shows_every_family(
+    multiprocess: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any request: every family of the metric table, no series but the gauge (at 0
+    in multiprocess mode, where the workers' files are still empty)."""
+    if multiprocess:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = Client().get("/metrics").content.decode()
+    assert Scrape(text, "text/plain").families() == _table()
+    for name in _table():
+        assert f"# HELP {name}" in text and f"# TYPE {name.removesuffix('_total')}" in text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    shown = [s for s in samples if not s.name.endswith("_created")]
+    assert [s.name for s in shown] == [SENDING]  # no series yet
+    if multiprocess:  # no worker wrote: nothing in flight (in-process, other tests' may be)
+        assert shown[0].value == 0.0
+    assert list(tmp_path.iterdir()) == []

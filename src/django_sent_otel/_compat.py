@@ -7,7 +7,9 @@ public fallback so a change costs speed (or a server-specific refinement), never
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -92,3 +94,70 @@ def is_granian_send(send: Any) -> bool:
     """
     owner = getattr(send, "__self__", None)
     return owner is not None and type(owner).__module__.startswith(GRANIAN_MODULE_PREFIX)
+
+
+def _go_float(value: float) -> str:
+    value = float(value)
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go writes an exponent sooner than Python
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+def _float_to_go_string() -> Any:
+    try:
+        from prometheus_client.utils import floatToGoString
+    except ImportError:
+        return _go_float
+    return floatToGoString
+
+
+#: A histogram bound as prometheus_client formats its ``le`` label (``0.5``, ``1.0``,
+#: ``+Inf``): its ``utils.floatToGoString``, undocumented; the collector's bucket labels must
+#: be the library's own (``tests/test_metrics_equivalence.py`` compares the expositions).
+#: The fallback is the same rule, for a release that moves it.
+float_to_go_string: Final[Callable[[float], str]] = _float_to_go_string()
+
+
+def multiprocess_value() -> Any:
+    """The value class prometheus_client's own metrics write with (``values.ValueClass``,
+    undocumented: the memory-mapped multiprocess value when ``PROMETHEUS_MULTIPROC_DIR`` was
+    set at its import). The multiprocess writer needs values that ``MultiProcessCollector``
+    merges, and there is no public way to make one: no fallback, a loud test."""
+    from prometheus_client import values
+
+    return values.ValueClass
+
+
+#: The dotted path of the middleware opentelemetry-instrumentation-django inserts first in
+#: ``MIDDLEWARE`` (a private class of its package). The system check and the instrumentor
+#: place ``DeliveryMiddleware`` right after it.
+DJANGO_OTEL_MIDDLEWARE: Final = (
+    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+)
+
+
+def has_receivers(signal: Any, sender: Any) -> bool:
+    """Whether a Django ``Signal`` has a receiver for ``sender``: its ``receivers`` list (an
+    undocumented attribute; a truth test, no lookup, on every delivery while the signal sink
+    runs: every receiver it holds is connected for any sender or for ``sender`` alone, the only
+    one the plugin sends with), else the public ``has_listeners(sender)``."""
+    receivers = getattr(signal, "receivers", None)
+    if type(receivers) is list:
+        return bool(receivers)
+    return bool(signal.has_listeners(sender))
+
+
+def file_to_stream(response: Any) -> Any:
+    """The file a ``FileResponse`` streams, or None: Django's undocumented ``file_to_stream``,
+    which its WSGI handler itself hands to ``wsgi.file_wrapper`` (sendfile). Reading it keeps
+    that body untouched and tells how far the server read the file."""
+    return getattr(response, "file_to_stream", None)

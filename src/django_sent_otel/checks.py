@@ -7,14 +7,14 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
+from ._compat import DJANGO_OTEL_MIDDLEWARE
 from .conf import PREFIX, SETTINGS, UNSET, PatternError, SettingError, raw
 
 #: The tag the checks are registered under (bad settings are not upgrade issues).
 CHECK_TAG = "django_sent_otel"
 MIDDLEWARE_PATH = "django_sent_otel.middleware.DeliveryMiddleware"
-OTEL_MIDDLEWARE = (
-    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
-)
+#: The Django instrumentation's middleware, which goes before ours.
+OTEL_MIDDLEWARE = DJANGO_OTEL_MIDDLEWARE
 
 #: Every id this module can emit, with what it means (kept unique by a test).
 IDS = {

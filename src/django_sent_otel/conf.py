@@ -22,18 +22,13 @@ from typing import Any, Final, NamedTuple
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .delivery import log_once
+from ._logging import log_once
+from ._names import DEFAULT_BUCKETS, DEFAULT_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
 PREFIX: Final = "SENT_OTEL_"
 
-# OpenTelemetry's HTTP server duration buckets, extended for long downloads.
-# fmt: off
-DEFAULT_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
-)
-# fmt: on
 DEFAULT_EXCLUDED_PATHS: Final = (r"^/metrics$",)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -224,7 +219,7 @@ SETTINGS: Final = (
     Setting("ENABLED", True, _bool),
     Setting("EXCLUDED_PATHS", DEFAULT_EXCLUDED_PATHS, _excluded),
     Setting("METRICS_ENABLED", True, _bool),
-    Setting("METRICS_NAMESPACE", "django", _namespace),
+    Setting("METRICS_NAMESPACE", DEFAULT_NAMESPACE, _namespace),
     Setting("METRICS_BUCKETS", DEFAULT_BUCKETS, _buckets),
     Setting("METRICS_REGISTRY", None, _registry),
     Setting("METRICS_EXEMPLARS", True, _bool),

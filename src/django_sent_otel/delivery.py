@@ -18,6 +18,8 @@ from time import perf_counter
 from typing import Any, Final, NamedTuple, Protocol
 
 from ._compat import new_tuple
+from ._logging import log_once
+from ._names import OTHER, UNMATCHED
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,6 @@ DELIVERED: Final = "delivered"
 CLIENT_DISCONNECT: Final = "client_disconnect"
 STREAM_ERROR: Final = "stream_error"
 REASONS: Final = (CLIENT_DISCONNECT, STREAM_ERROR)
-UNMATCHED: Final = "unmatched"
-OTHER: Final = "other"
 
 METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -103,25 +103,6 @@ class Delivery(NamedTuple):
         return self.reason is None
 
 
-_logged: set[str] = set()
-
-
-def log_once(
-    log: logging.Logger, msg: str, *args: Any, key: str | None = None, error: bool = False
-) -> None:
-    """Log the first time ``key`` (default: ``msg``) is seen, as a warning or, with ``error``,
-    the current exception; at DEBUG after that: a recurring problem never floods the logs."""
-    key = key or msg
-    if key in _logged:
-        log.debug(msg, *args, exc_info=error)
-        return
-    _logged.add(key)
-    if error:
-        log.exception(msg, *args)
-    else:
-        log.warning(msg, *args)
-
-
 def route_of(request: Any) -> str | None:
     """The route template of a resolved request (None before or without URL resolution)."""
     match = getattr(request, "resolver_match", None)
@@ -129,12 +110,29 @@ def route_of(request: Any) -> str | None:
 
 
 class Sink(Protocol):
-    """Consumes the two events of a tracked response, in a fixed order with other sinks.
+    """Consumes the two events of a tracked response. The contract every sink keeps:
 
-    ``finished`` gets the tracker with its outcome decided (``reason``, ``duration``,
-    ``send_duration``); a sink that hands the outcome on reads :attr:`Tracker.delivery`, built
-    on first use, so a request nobody receives a ``Delivery`` for never builds one.
+    - **Order.** The pipeline runs the sinks in one fixed order: tracing, then the Prometheus
+      metrics (their exemplars read :attr:`Tracker.span`, which the tracing sink publishes in
+      its ``finished``), then the OpenTelemetry metrics, then the signal sink last, once every
+      metric and span is recorded (receivers and callbacks see a finished picture).
+    - **on_return.** Whether the sink has work when the handler returns. False (the usual
+      case) keeps it out of :attr:`Tracker.returned_sinks`, so ``handler_returned`` is never
+      called for it and a request pays nothing for it there. A class attribute, or a slot
+      when it depends on how the sink was built (the metrics sink: multiprocess mode only).
+    - **finished** gets the tracker with its outcome decided (``reason``, ``duration``,
+      ``send_duration``); a sink that hands the outcome on reads :attr:`Tracker.delivery`,
+      built on first use, so a request nobody receives a ``Delivery`` for never builds one. It
+      may be bound as a slot (the metrics sink binds the collector's own ``record``): one call
+      per response, no trampoline.
+    - **Isolation.** An exception in either method is logged once per sink and event and
+      never reaches the other sinks, the server or the client.
+    - **Per request.** :attr:`Tracker.sinks` starts as the pipeline's; ``on_delivered()``
+      appends the signal sink to one request's sinks when the pipeline has none (no
+      receivers connected), so callbacks run for that request alone.
     """
+
+    on_return: bool
 
     def handler_returned(self, tracker: Tracker) -> None: ...
 

@@ -32,7 +32,7 @@ from math import inf
 from time import monotonic
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, multiprocess
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -40,9 +40,9 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.samples import Exemplar
-from prometheus_client.utils import floatToGoString
 
-from .conf import DEFAULT_BUCKETS
+from ._compat import float_to_go_string, multiprocess_value
+from ._names import DEFAULT_BUCKETS, DEFAULT_NAMESPACE
 from .delivery import Delivery, Tracker, sending
 
 logger = logging.getLogger(__name__)
@@ -144,14 +144,14 @@ class DeliveryMetrics:
         self,
         *,
         registry: CollectorRegistry | None = REGISTRY,
-        namespace: str = "django",
+        namespace: str = DEFAULT_NAMESPACE,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> None:
         self.registry = registry
         self.namespace = namespace
         self.buckets = tuple(buckets)
         self.bounds = upper_bounds(buckets)
-        self._le = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
+        self._le = tuple(float_to_go_string(b) for b in self.bounds)
         prefix = f"{namespace}_" if namespace else ""
         self.names = (
             f"{prefix}http_responses_delivered",
@@ -323,6 +323,13 @@ class DeliveryMetrics:
         yield CounterMetricFamily(sent_bytes, BYTES_HELP, labels=_ROUTE_LABELS)
         yield GaugeMetricFamily(sending, SENDING_HELP)
 
+    def empty(self) -> Iterator[Metric]:
+        """Every family as a scrape shows it before any response: no series, the gauge 0."""
+        for family in self.describe():
+            if isinstance(family, GaugeMetricFamily):
+                family.add_metric((), 0)
+            yield family
+
     def collect(self) -> Iterator[Metric]:
         created = _created_enabled()
         with self._lock:  # a consistent copy; the families are built outside the lock
@@ -465,11 +472,9 @@ class _MultiprocessWriter:
             return
         value = self._values.get(key)
         if value is None:
-            from prometheus_client import values
-
             labelnames, labelvalues = labels
             mode = "livesum" if typ == "gauge" else ""
-            value = values.ValueClass(
+            value = multiprocess_value()(
                 typ, name, name + suffix, labelnames, labelvalues, help_text, multiprocess_mode=mode
             )
             self._values[key] = value
@@ -516,6 +521,34 @@ class _MultiprocessWriter:
                 labels = ((*_OUTCOME_LABELS, "reason"), (*values, reason))
                 write("counter", failures, "_total", labels, count, help_text=FAILURES_HELP)
         write("gauge", sending, "", ((), ()), owner.sending(), help_text=SENDING_HELP)
+
+
+class _Merged:
+    """Multiprocess mode: the workers' files merged by prometheus_client's
+    ``MultiProcessCollector``, then every family no worker has written yet, empty (the files
+    hold series, not families: before the first response they hold nothing)."""
+
+    def __init__(self, metrics: DeliveryMetrics | None) -> None:
+        self.merged = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        seen = set()
+        for family in self.merged.collect():  # type: ignore[no-untyped-call]
+            seen.add(family.name)
+            yield family
+        if self.metrics is not None:
+            for family in self.metrics.empty():
+                if family.name not in seen:
+                    yield family
+
+
+def multiprocess_registry(metrics: DeliveryMetrics | None) -> CollectorRegistry:
+    """A registry of every worker's numbers merged, for one scrape in multiprocess mode;
+    ``metrics``: this process's, whose families are shown even before anything was written."""
+    registry = CollectorRegistry()
+    registry.register(_Merged(metrics))
+    return registry
 
 
 _writers: weakref.WeakSet[_MultiprocessWriter] = weakref.WeakSet()
@@ -618,24 +651,3 @@ class MetricsSink:
 
     def _finished_with_exemplar(self, tracker: Tracker) -> None:
         self.metrics.record(tracker, tracker.span)
-
-
-def build_sink(*, tracing: bool = True) -> MetricsSink | None:
-    """The metrics sink the settings ask for (None when disabled). A namespace or bucket set
-    that cannot be registered (a name clash) falls back to the defaults, then to no metrics.
-    ``tracing``: whether a tracing sink runs before (the only source of exemplars)."""
-    from .conf import conf
-    from .delivery import log_once, logger
-
-    if not conf.METRICS_ENABLED:
-        return None
-    registry = conf.METRICS_REGISTRY
-    for namespace, buckets in ((conf.METRICS_NAMESPACE, conf.METRICS_BUCKETS), ("django", None)):
-        try:
-            metrics = get_metrics(registry, namespace, buckets or DEFAULT_BUCKETS)
-        except Exception:
-            message = "django-sent-otel: could not register the metrics of namespace %r"
-            log_once(logger, message, namespace, key=f"metrics {namespace}", error=True)
-            continue
-        return MetricsSink(metrics, exemplars=conf.METRICS_EXEMPLARS, tracing=tracing)
-    return None

@@ -21,7 +21,8 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import pipeline
-from ._compat import body_size, current_exception
+from ._compat import body_size, current_exception, file_to_stream
+from ._logging import log_once
 from .delivery import (
     CLIENT_DISCONNECT,
     SCOPE_KEY,
@@ -30,7 +31,6 @@ from .delivery import (
     Tracker,
     classify,
     is_bodiless,
-    log_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def _content_length(response: HttpResponseBase) -> int | None:
 
 
 def _position(response: HttpResponseBase) -> int | None:
-    filelike = getattr(response, "file_to_stream", None)
+    filelike = file_to_stream(response)
     try:
         if filelike is None or filelike.closed:
             return None
@@ -316,7 +316,7 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
                 content = getattr(response, "content", b"")
                 size = len(content) if isinstance(content, bytes) else 0
             tracker.bytes_sent = size  # nothing was sent before the handler returned
-        elif isinstance(response, FileResponse) and response.file_to_stream is not None:
+        elif isinstance(response, FileResponse) and file_to_stream(response) is not None:
             if request.META.get("wsgi.file_wrapper") is not None:
                 tracker.ending = _file_end
             else:

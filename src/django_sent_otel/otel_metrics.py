@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from opentelemetry import metrics
 
-from . import __version__
+from ._names import OUTCOME_ATTRIBUTE, SCHEMA_URL, http_attributes
+from ._version import __version__
 from .delivery import Delivery, Tracker
-from .tracing import OUTCOME_ATTRIBUTE, SCHEMA_URL, http_attributes
 
 DELIVERED_RESPONSES: Final = "django_sent_otel.delivered.responses"
 UNDELIVERED_RESPONSES: Final = "django_sent_otel.undelivered.responses"

@@ -1,8 +1,11 @@
 """The runtime: the enabled flag, the exclusion pattern and the sinks, in their fixed order.
 
-Built from the parsed settings (:mod:`django_sent_otel.conf`) on first use, and again after a
-``SENT_OTEL_*`` setting changes. Each sink module builds its own sink; invalid settings have
-already fallen back to their defaults, so building never raises on the request path.
+Built from the parsed settings (:mod:`django_sent_otel.conf`) and the providers given to the
+instrumentor on first use, and again after a ``SENT_OTEL_*`` setting changes or a receiver of
+``response_delivered`` comes or goes. This is the one module that reads settings and providers:
+each sink is built here from explicit arguments. Invalid settings have already fallen back to
+their defaults, and a sink that cannot be built is left out, so building never raises on the
+request path.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import metrics, signals, tracing
+from ._logging import log_once
+from ._names import DEFAULT_BUCKETS, DEFAULT_NAMESPACE
 from .conf import PREFIX, ExcludedPaths, conf
 from .delivery import Sink
 
@@ -52,8 +58,8 @@ class Runtime:
             frozenset[str]().__contains__ if excluded is None else excluded.matcher()
         )
         self.sinks = tuple(sinks)
-        # A sink whose class sets ``on_return = False`` has nothing to do at handler return.
-        self.returned_sinks = tuple(s for s in self.sinks if getattr(s, "on_return", True))
+        # A sink with ``on_return`` False has nothing to do at handler return (see Sink).
+        self.returned_sinks = tuple(s for s in self.sinks if s.on_return)
         self.metrics = metrics
         #: ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` as the Django instrumentation reads it.
         self.url_excluded = url_excluded
@@ -101,14 +107,51 @@ def _otel_metrics_sink() -> Sink | None:
         return None
 
 
-def build() -> Runtime:
-    from . import metrics, signals, tracing
+def _tracing_sink() -> tracing.TracingSink | None:
+    """The tracing sink the settings ask for: the named provider's tracer, else the one given
+    to the instrumentor, else the global provider's (checked per request until an SDK sets
+    one)."""
+    if not conf.TRACING_ENABLED:
+        return None
+    named = conf.TRACER_PROVIDER
+    if named is not None:
+        try:
+            return tracing.TracingSink(tracing.get_tracer(tracing.resolve_provider(named)))
+        except Exception:
+            message = "django-sent-otel: %r gave no tracer provider; using the global one"
+            log_once(logger, message, named, key=f"tracer provider {named!r}", error=True)
+    given = instrumented.get("tracer_provider")
+    if given is not None:
+        return tracing.TracingSink(tracing.get_tracer(given))
+    return tracing.TracingSink(tracing.get_tracer(None), live=False)
 
-    # The order is the contract between sinks: tracing publishes ``tracker.span``, which the
-    # metrics sink reads for exemplars, so tracing comes first (tests/test_runtime.py holds
-    # it); the signal and callbacks come last, once every metric and span is recorded.
-    tracing_sink = tracing.build_sink()
-    metrics_sink = metrics.build_sink(tracing=tracing_sink is not None)
+
+def _metrics_sink(*, tracing: bool) -> metrics.MetricsSink | None:
+    """The metrics sink the settings ask for (None when disabled). A namespace or bucket set
+    that cannot be registered (a name clash) falls back to the defaults, then to no metrics.
+    ``tracing``: whether a tracing sink runs before (the only source of exemplars)."""
+    if not conf.METRICS_ENABLED:
+        return None
+    registry = conf.METRICS_REGISTRY
+    default = (DEFAULT_NAMESPACE, None)
+    for namespace, buckets in ((conf.METRICS_NAMESPACE, conf.METRICS_BUCKETS), default):
+        try:
+            built = metrics.get_metrics(registry, namespace, buckets or DEFAULT_BUCKETS)
+        except Exception:
+            message = "django-sent-otel: could not register the metrics of namespace %r"
+            log_once(logger, message, namespace, key=f"metrics {namespace}", error=True)
+            continue
+        return metrics.MetricsSink(built, exemplars=conf.METRICS_EXEMPLARS, tracing=tracing)
+    return None
+
+
+def build() -> Runtime:
+    # The order is the contract between sinks (see ``delivery.Sink``): tracing publishes
+    # ``tracker.span``, which the metrics sink reads for exemplars, so tracing comes first
+    # (tests/test_runtime.py holds it); the signal and callbacks come last, once every metric
+    # and span is recorded.
+    tracing_sink = _tracing_sink()
+    metrics_sink = _metrics_sink(tracing=tracing_sink is not None)
     otel_sink = _otel_metrics_sink()
     sinks: list[Sink] = [s for s in (tracing_sink, metrics_sink, otel_sink) if s is not None]
     if signals.has_work():  # else on_delivered() adds it to the requests that need it
@@ -150,3 +193,7 @@ def reset(**kwargs: Any) -> None:
     setting = kwargs.get("setting", PREFIX)
     if setting.startswith(PREFIX):
         current = None
+
+
+# Whether the signal sink runs depends on the signal's receivers: rebuild when they change.
+signals.on_receivers_changed(reset)

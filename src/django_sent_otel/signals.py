@@ -9,12 +9,14 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.dispatch import Signal
 
+from ._compat import has_receivers
 from .delivery import Delivery, Tracker, run_callbacks
 
 
 class _DeliverySignal(Signal):
-    """A signal that tells the runtime when its receivers change, so that the signal sink is in
-    the pipeline only while someone listens: an unheard signal costs a request nothing."""
+    """A signal that tells whoever asked (:func:`on_receivers_changed`) when its receivers
+    change, so that the signal sink is in the pipeline only while someone listens: an unheard
+    signal costs a request nothing."""
 
     def connect(self, *args: Any, **kwargs: Any) -> None:
         super().connect(*args, **kwargs)
@@ -26,10 +28,19 @@ class _DeliverySignal(Signal):
         return removed
 
 
-def _receivers_changed() -> None:
-    from . import pipeline
+_listeners: list[Callable[[], object]] = []
 
-    pipeline.reset()
+
+def on_receivers_changed(hook: Callable[[], object]) -> None:
+    """Call ``hook()`` whenever a receiver of :data:`response_delivered` is connected or
+    disconnected (the pipeline registers its reset: it decides whether the sink runs)."""
+    if hook not in _listeners:
+        _listeners.append(hook)
+
+
+def _receivers_changed() -> None:
+    for hook in _listeners:
+        hook()
 
 
 #: Sent once per tracked response after its delivery ended, delivered or not, with the
@@ -50,7 +61,7 @@ def _run(
     delivery: Delivery,
     callbacks: Sequence[Callable[[Delivery], object]] | None,
 ) -> None:
-    if response_delivered.receivers:
+    if has_receivers(response_delivered, Delivery):
         response_delivered.send_robust(
             sender=Delivery, request=request, response=response, delivery=delivery
         )
@@ -64,7 +75,7 @@ async def _arun(
     delivery: Delivery,
     callbacks: Sequence[Callable[[Delivery], object]] | None,
 ) -> None:
-    if response_delivered.receivers:
+    if has_receivers(response_delivered, Delivery):
         await response_delivered.asend_robust(
             sender=Delivery, request=request, response=response, delivery=delivery
         )
@@ -90,7 +101,7 @@ class SignalSink:
 
     def finished(self, tracker: Tracker) -> None:
         callbacks = tracker.callbacks
-        if not callbacks and not response_delivered.receivers:
+        if not callbacks and not has_receivers(response_delivered, Delivery):
             return
         delivery = tracker.delivery
         try:
@@ -112,4 +123,4 @@ SIGNAL_SINK = SignalSink()
 
 def has_work() -> bool:
     """Whether the signal has receivers: the runtime then includes :data:`SIGNAL_SINK`."""
-    return bool(response_delivered.receivers)
+    return has_receivers(response_delivered, Delivery)

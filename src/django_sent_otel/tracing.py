@@ -7,7 +7,6 @@ returned.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from time import time_ns
@@ -18,40 +17,14 @@ from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import __version__
 from ._compat import UNKNOWN, current_context, span_in, tracer_provider_set
-from .delivery import DELIVERED, OTHER, UNMATCHED, Delivery, Tracker, log_once
-
-logger = logging.getLogger(__name__)
+from ._names import OUTCOME_ATTRIBUTE, SCHEMA_URL, http_attributes
+from ._version import __version__
+from .delivery import DELIVERED, Tracker
 
 SPAN_NAME = "response-delivered"
-#: The semantic conventions version whose attribute names the span and metrics use.
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
-#: ``delivered`` or the failure reason, in the package's own attribute namespace.
-OUTCOME_ATTRIBUTE = "django_sent_otel.delivery.outcome"
-#: The same value under its first, unnamespaced key: deprecated, removed in the next release.
-LEGACY_OUTCOME_ATTRIBUTE = "delivery.outcome"
 #: Read once: an Enum member lookup costs about 900 instructions on Python 3.11.
 _INTERNAL: Final = SpanKind.INTERNAL
-#: A method outside the standard set, as the HTTP conventions spell it.
-OTHER_METHOD = "_OTHER"
-
-
-def http_attributes(delivery: Delivery | Tracker) -> dict[str, Any]:
-    """The HTTP convention attributes of a delivery (or of a finished tracker, which has the
-    same fields); unknown values are left out (no route when no URL pattern matched, no status
-    code when no response was made)."""
-    method = delivery.method
-    attributes: dict[str, Any] = {
-        "http.request.method": OTHER_METHOD if method == OTHER else method
-    }
-    if delivery.route != UNMATCHED:
-        attributes["http.route"] = delivery.route
-    if delivery.status_code:
-        attributes["http.response.status_code"] = delivery.status_code
-    if delivery.reason is not None:
-        attributes["error.type"] = delivery.reason
-    return attributes
 
 
 def _meta_key(header: str) -> str:
@@ -107,6 +80,7 @@ class TracingSink:
     """
 
     __slots__ = ("attributes", "env_provider", "header_keys", "live", "textmap", "tracer")
+    on_return = True  # the parent context is the one current when the handler returns
 
     def __init__(self, tracer: trace.Tracer, *, live: bool = True) -> None:
         self.tracer = tracer
@@ -195,7 +169,7 @@ class TracingSink:
         """The attributes of a new label set, kept for its later spans; a copy is returned."""
         key = (tracker.method, tracker.route, tracker.status_code, reason)
         attributes = http_attributes(tracker)
-        attributes[OUTCOME_ATTRIBUTE] = attributes[LEGACY_OUTCOME_ATTRIBUTE] = reason or DELIVERED
+        attributes[OUTCOME_ATTRIBUTE] = reason or DELIVERED
         self.attributes[key] = attributes
         return attributes.copy()
 
@@ -213,25 +187,3 @@ def resolve_provider(obj: Any) -> Any:
     if not callable(getattr(obj, "get_tracer", None)):
         raise TypeError(f"{obj!r} is not a tracer provider")
     return obj
-
-
-def build_sink() -> TracingSink | None:
-    """The tracing sink the settings ask for: the named provider's tracer, else the global
-    provider's (checked per request until an SDK sets one)."""
-    from .conf import conf
-
-    if not conf.TRACING_ENABLED:
-        return None
-    named = conf.TRACER_PROVIDER
-    if named is not None:
-        try:
-            return TracingSink(get_tracer(resolve_provider(named)))
-        except Exception:
-            message = "django-sent-otel: %r gave no tracer provider; using the global one"
-            log_once(logger, message, named, key=f"tracer provider {named!r}", error=True)
-    from .pipeline import instrumented
-
-    given = instrumented.get("tracer_provider")
-    if given is not None:
-        return TracingSink(get_tracer(given))
-    return TracingSink(get_tracer(None), live=False)

@@ -11,23 +11,20 @@ from typing import Any
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
-from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .conf import conf
 from .delivery import TRACKER_ATTR
-from .metrics import multiprocess_dir
+from .metrics import multiprocess_dir, multiprocess_registry
 from .pipeline import runtime
 
 logger = logging.getLogger(__name__)
 
 
 def _registry() -> Any:
-    if multiprocess_dir():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
     metrics = runtime().metrics
+    if multiprocess_dir():
+        return multiprocess_registry(metrics)
     if metrics is not None and metrics.registry is not None:
         return metrics.registry
     from prometheus_client import REGISTRY

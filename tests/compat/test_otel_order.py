@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from django_sent_otel.tracing import LEGACY_OUTCOME_ATTRIBUTE, OUTCOME_ATTRIBUTE
+from django_sent_otel.tracing import OUTCOME_ATTRIBUTE
 from tests.harness import clients
 from tests.harness.otlp import OTLPReceiver, ReceivedSpan
 from tests.harness.records import Record, by_test_id, wait_for_records
@@ -97,10 +97,9 @@ def spans_of(otlp: OTLPReceiver, trace_id: str) -> tuple[ReceivedSpan, ReceivedS
 
 
 def outcome_of(span: ReceivedSpan) -> object:
-    """The outcome attribute (the deprecated key, still set, carries the same value)."""
-    value = span.attributes.get(OUTCOME_ATTRIBUTE)
-    assert span.attributes.get(LEGACY_OUTCOME_ATTRIBUTE) == value, span.short()
-    return value
+    """The outcome attribute (the namespaced key is the only one)."""
+    assert "delivery.outcome" not in span.attributes, span.short()
+    return span.attributes.get(OUTCOME_ATTRIBUTE)
 
 
 def check_parents(running: Running, theirs: ReceivedSpan, ours: ReceivedSpan, caller: str) -> None:

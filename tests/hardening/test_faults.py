@@ -206,6 +206,7 @@ def test_error_stream_is_a_stream_error(gunicorn: Gunicorn) -> None:
     assert counted == {("error-stream/", "200", STREAM_ERROR): len(responses)}, counted
 
 
+@pytest.mark.last_in_module
 def test_after_stop_every_request_recorded_once(gunicorn: Gunicorn) -> None:
     """Stop the module's server: no request of this module left a second record late, and the
     multiprocess files hold the same totals as the records."""

@@ -516,6 +516,8 @@ def test_fuzzed_requests_bounded_labels(
 
 
 class Sink:
+    on_return = True
+
     def __init__(self) -> None:
         self.returned = 0
         self.deliveries: list[Delivery] = []

@@ -53,6 +53,15 @@ class Scrape:
         samples = [sample for family in families for sample in family.samples]
         return cls(text, content_type, samples)
 
+    def families(self) -> dict[str, str]:
+        """Every family shown, samples or not, by name (counters with ``_total``, as the
+        metric table spells them) -> type."""
+        if self.content_type.startswith("application/openmetrics-text"):
+            parsed = openmetrics_families(self.text)  # type: ignore[no-untyped-call]
+        else:
+            parsed = text_string_to_metric_families(self.text)
+        return {f.name + ("_total" if f.type == "counter" else ""): f.type for f in parsed}
+
     def value(self, name: str, **labels: str) -> float:
         """The value of one sample (0 when the series does not exist)."""
         wanted = label_key(labels)

@@ -57,6 +57,7 @@ from tests.harness.scrape import LabelKey, Scrape, label_key, scrape, wait_scrap
 from tests.harness.servers import Server
 from tests.harness.tools import need_binary
 from tests.harness.waiting import wait_for
+from tests.test_docs import readme_metrics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -266,6 +267,9 @@ class Gunicorn:
     ready_dir: Path
     expected: Expected | None = None
     settled_scrape: Scrape | None = None
+    later_scrape: Scrape | None = None
+    #: Scraped once both workers serve, before any tracked request.
+    first_scrape: Scrape | None = None
 
     def wait_workers(self, gone: int | None = None, timeout: float = 30.0) -> list[int]:
         """The master's two workers (not ``gone``), once both loaded the application."""
@@ -280,6 +284,22 @@ class Gunicorn:
             return wait_for(ready, timeout, what="two ready gunicorn workers")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.server.log_tail()}") from None
+
+    def serve_every_worker(self, workers: list[int], limit: int = 200) -> collections.Counter[int]:
+        """Each worker's share of the recorded responses, after small requests (at most
+        ``limit``) until every one of ``workers`` served at least one: a worker that replaced
+        a stopped one starts with none, whichever test stopped it."""
+        records = read_records(self.record)
+        shares = collections.Counter(r["pid"] for r in records)
+        sent = 0
+        while any(shares[pid] == 0 for pid in workers):
+            assert sent < limit, f"{limit} requests never reached all of {workers}: {shares}"
+            assert full_read(self.server.port, "/small/").complete
+            sent += 1
+            # A record is written when delivery ends, which may follow the client's last read.
+            records = wait_for_records(self.record, len(records) + 1)
+            shares = collections.Counter(r["pid"] for r in records)
+        return shares
 
 
 @pytest.fixture(scope="class")
@@ -305,6 +325,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, big_file: str) -> Iterato
     with server:
         running = Gunicorn(server, record, multiproc, ready)
         running.wait_workers()
+        running.first_scrape = scrape(server.port)
         yield running
 
 
@@ -324,20 +345,34 @@ def gunicorn_traffic(gunicorn: Gunicorn) -> Gunicorn:
             log=gunicorn.server.log_tail,
         )
         wait_for_records(gunicorn.record, expected.total, SETTLE_TIMEOUT)
+        # Nothing arrives late: a scrape once every record is written shows the same numbers.
+        # Taken here, before any test of the class sends more (they run in any order).
+        gunicorn.later_scrape = scrape(port)
         gunicorn.expected = expected
     return gunicorn
 
 
 @pytest.mark.usefixtures("big_file")
 class TestGunicornMultiprocess:
+    def test_the_first_scrape_shows_every_family(self, gunicorn: Gunicorn) -> None:
+        """Before any tracked request the workers' files hold nothing: every family of the
+        metric table is shown all the same, without series, the gauge at 0."""
+        first = gunicorn.first_scrape
+        assert first is not None
+        table = {name: kind for name, (kind, _) in readme_metrics().items()}
+        assert first.families() == table, first.text
+        shown = [(s.name, s.value) for s in first.samples if not s.name.endswith("_created")]
+        assert shown == [(SENDING, 0.0)], first.text
+
     def test_exact_counts_across_workers(self, gunicorn_traffic: Gunicorn) -> None:
         g = gunicorn_traffic
         assert g.expected is not None and g.settled_scrape is not None
-        pids = {r["pid"] for r in read_records(g.record)}
+        assert g.later_scrape is not None
+        # The mix's records come first: the fixture waited for all of them before any test.
+        pids = {r["pid"] for r in read_records(g.record)[: g.expected.total]}
         assert len(pids) == 2, f"the mix was served by {pids}, not by both workers"
         check_exact(g.settled_scrape, g.expected, g.server.log_tail())
-        # Nothing arrives late: a second scrape shows the very same numbers.
-        check_exact(scrape(g.server.port), g.expected, g.server.log_tail())
+        check_exact(g.later_scrape, g.expected, g.server.log_tail())
 
     def test_promtool_accepts_the_exposition(self, gunicorn_traffic: Gunicorn) -> None:
         promtool = shutil.which("promtool") or (
@@ -363,9 +398,15 @@ class TestGunicornMultiprocess:
         g = gunicorn_traffic
         port, log = g.server.port, g.server.log_tail
         assert g.expected is not None
-        before = scrape(port)
         workers = g.wait_workers()
-        shares = collections.Counter(r["pid"] for r in read_records(g.record))
+        shares = g.serve_every_worker(workers)
+        total = sum(shares.values())
+        before = wait_scrape(
+            port,
+            lambda s: sum(s.series(DELIVERED).values()) + sum(s.series(FAILURES).values()) >= total,
+            what=f"{total} outcomes",
+            log=log,
+        )
 
         # Hold one worker in the middle of a 50 MB sendfile: a small receive window, no reads.
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -520,7 +561,9 @@ def known_routes() -> set[str]:
     return {str(getattr(p, "pattern", "")) for p in urls.urlpatterns} - {""} | {"unmatched"}
 
 
-class TestUvicorn:
+class TestUvicornExactCounts:
+    """On a server of its own: the exact totals hold only if no other test sent anything."""
+
     def test_exact_counts(self, uvicorn: Server) -> None:
         expected = run_mix(uvicorn.port, uvicorn_mix(), seed=2)
         s = wait_scrape(
@@ -533,6 +576,8 @@ class TestUvicorn:
         check_exact(s, expected, uvicorn.log_tail())
         check_exact(scrape(uvicorn.port), expected, uvicorn.log_tail())
 
+
+class TestUvicorn:
     def test_random_paths_and_junk_methods_add_no_series(self, uvicorn: Server) -> None:
         port = uvicorn.port
         before = scrape(port)
