@@ -57,7 +57,7 @@ from tests.harness.scrape import LabelKey, Scrape, label_key, scrape, wait_scrap
 from tests.harness.servers import Server
 from tests.harness.tools import need_binary
 from tests.harness.waiting import wait_for
-from tests.test_docs import readme_metrics
+from tests.test_docs import documented_metrics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -359,7 +359,7 @@ class TestGunicornMultiprocess:
         metric table is shown all the same, without series, the gauge at 0."""
         first = gunicorn.first_scrape
         assert first is not None
-        table = {name: kind for name, (kind, _) in readme_metrics().items()}
+        table = {name: kind for name, (kind, _) in documented_metrics().items()}
         assert first.families() == table, first.text
         shown = [(s.name, s.value) for s in first.samples if not s.name.endswith("_created")]
         assert shown == [(SENDING, 0.0)], first.text
