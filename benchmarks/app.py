@@ -97,4 +97,8 @@ def asgi_application() -> Any:
         from django_sent_otel.asgi import DeliveryASGIMiddleware
 
         return DeliveryASGIMiddleware(get_asgi_application())
+    if cfg.asgi_wrapper:
+        from django.utils.module_loading import import_string
+
+        return import_string(cfg.asgi_wrapper)(get_asgi_application())
     return get_asgi_application()

@@ -31,6 +31,9 @@ class Config:
     otel_django: bool = False
     #: Served by Django's ASGIHandler (wrapped by the plugin's ASGI wrapper when it is on).
     asgi: bool = False
+    #: An ASGI wrapper class (dotted path) around Django's handler, for a floor without the
+    #: plugin.
+    asgi_wrapper: str = ""
 
     @property
     def plugin(self) -> bool:
@@ -117,7 +120,18 @@ CONFIGS: Final = {
             ("benchmarks.floor.SpanFloorMiddleware",),
             sdk=True,
         ),
+        Config(
+            "floor-stream",
+            "floor: streaming body through one generator layer, no plugin",
+            ("benchmarks.floor.StreamFloorMiddleware",),
+        ),
         Config("asgi-bare", "ASGI bare Django", asgi=True),
+        Config(
+            "asgi-floor-send",
+            "ASGI floor: every message through one async send wrapper, no plugin",
+            asgi=True,
+            asgi_wrapper="benchmarks.floor.SendFloorASGI",
+        ),
         Config(
             "asgi-plugin-metrics",
             "ASGI plugin (wrapper + middleware), metrics only",

@@ -4,7 +4,9 @@
 end of a WSGI delivery without breaking sendfile) and records four pre-bound prometheus_client
 children there, with no other logic; ``AggregateFloorMiddleware`` keeps the same numbers in plain
 lists under one lock (``bisect`` into bucket counts), the shape of the plugin's metrics sink.
-``SpanFloorMiddleware`` creates and ends one SDK span with
+``StreamFloorMiddleware`` passes a streaming body through one generator layer, and
+:class:`SendFloorASGI` every ASGI message through one ``async def send`` wrapper: the least any
+plugin that sees each chunk adds. ``SpanFloorMiddleware`` creates and ends one SDK span with
 the five contract attributes per request, with no other logic. The plugin's rows read against
 these: what is left above a floor is the plugin's own logic.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from time import perf_counter
 from typing import Any
 
@@ -103,6 +105,45 @@ class AggregateFloorMiddleware:
         response = self.get_response(request)
         response.close = _CloseHook(response, started, self._record)  # type: ignore[method-assign]
         return response
+
+
+def _passthrough(content: Iterator[bytes]) -> Iterator[bytes]:
+    yield from content
+
+
+async def _apassthrough(content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in content:
+        yield chunk
+
+
+class StreamFloorMiddleware:
+    """A streaming body through one generator layer, nothing else (WSGI)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response: Any = self.get_response(request)
+        if response.streaming:
+            content = response.streaming_content
+            if response.is_async:
+                response.streaming_content = _apassthrough(content)
+            else:
+                response.streaming_content = _passthrough(content)
+        return response
+
+
+class SendFloorASGI:
+    """Every message of an ASGI application through one ``async def send`` wrapper."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def passed(message: Any) -> None:
+            await send(message)
+
+        await self.app(scope, receive, passed)
 
 
 class SpanFloorMiddleware:

@@ -9,6 +9,12 @@ the requests: the SDK's batch processor exports from a thread of its own, and ho
 threads take turns under callgrind moved the total by up to 6k per request between runs of
 the same code. That thread's work (about 4.5k per span) is printed next to each row. The
 cyclic collector is off while the requests are counted (see ``_loop``).
+
+The streaming section measures WSGI and ASGI streams of 1 and 100 small chunks and a trivial
+ASGI view, for bare Django, a pass-through floor and the plugin (metrics only), in the same
+run: the cost of one chunk is the difference of the two streams divided by 99, the cost of a
+request the 1-chunk stream's. The plugin's targets over bare Django are in
+:data:`benchmarks.targets.STREAM_TARGETS`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import configs
+from benchmarks.targets import STREAM_TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = (
@@ -49,13 +56,38 @@ PATH = "/"
 ROUTED_PATH = "/item/42/"
 ROUTED_CONFIGS = ("bare", "plugin-metrics", "plugin-sdk")
 
+#: The streaming section: configurations (bare, floor, plugin) per interface, and the paths.
+STREAM_CONFIGS = (
+    "bare",
+    "floor-stream",
+    "plugin-metrics",
+    "asgi-bare",
+    "asgi-floor-send",
+    "asgi-plugin-metrics",
+)
+STREAM_CHUNKS = (1, 100)
+#: The trivial async view, under ASGI.
+ASGI_TRIVIAL = "/async/"
+#: Fewer requests for the streaming runs: a 100-chunk request costs a few hundred thousand
+#: instructions, and two counts that far apart are as exact.
+STREAM_SCALE = 5
+
+
+def stream_paths(asgi: bool) -> tuple[str, ...]:
+    prefix = "/astream" if asgi else "/stream"
+    paths = tuple(f"{prefix}/{n}/" for n in STREAM_CHUNKS)
+    return (*paths, ASGI_TRIVIAL) if asgi else paths
+
 
 def _loop(n: int, warmup: int, path: str) -> None:
     """Runs in the measured process: build the application, warm up, serve ``n`` requests."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     from benchmarks import app, inproc
 
-    run = inproc.wsgi_runner(app.wsgi_application(), path)
+    if app.config().asgi:
+        run = inproc.asgi_runner(app.asgi_application(), path)
+    else:
+        run = inproc.wsgi_runner(app.wsgi_application(), path)
     run(warmup)
     # The cyclic collector is off for the measured requests. Its work depends on how much is
     # alive when it runs, not on the code measured: spans waiting in the SDK's batch queue
@@ -128,14 +160,89 @@ def _table(per_request: dict[str, float]) -> None:
         print(f"| {configs.get(name).label} | {value / 1000:.1f} | {shown_base} | {delta} |")
 
 
+def _per_request(valgrind: str, name: str, path: str, small: int, large: int, warmup: int) -> float:
+    small_count, small_others = _instructions(valgrind, name, small, warmup, path)
+    large_count, large_others = _instructions(valgrind, name, large, warmup, path)
+    value = (large_count - small_count) / (large - small)
+    others = (large_others - small_others) / (large - small)
+    print(
+        f"{name} {path}: {value / 1000:.1f}k instructions/request "
+        f"(other threads: {others / 1000:.1f}k)",
+        flush=True,
+    )
+    return value
+
+
+def _streams(valgrind: str, names: list[str], small: int, large: int, warmup: int) -> None:
+    """The streaming section: per request, per chunk, over bare Django, and the targets."""
+    measured: dict[tuple[str, str], float] = {}
+    for name in names:
+        cfg = configs.get(name)
+        for path in stream_paths(cfg.asgi):
+            measured[name, path] = _per_request(valgrind, name, path, small, large, warmup)
+    first, last = STREAM_CHUNKS[0], STREAM_CHUNKS[-1]
+    print()
+    print(
+        f"Streaming, measured with `python -m benchmarks.instructions` ({large} - {small} "
+        f"requests of each path; per chunk: ({last}-chunk - {first}-chunk) / {last - first})"
+    )
+    print()
+    print(
+        "| configuration | 1-chunk stream, k/request | per chunk, k | trivial view, k/request "
+        "| over bare: per request, k | per chunk, k | trivial view, k |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    rows: dict[str, tuple[float, float, float | None]] = {}
+    for name in names:
+        cfg = configs.get(name)
+        one, many, *trivial = (measured[name, p] for p in stream_paths(cfg.asgi))
+        rows[name] = (one, (many - one) / (last - first), trivial[0] if trivial else None)
+    results: list[tuple[str, float, float]] = []
+    for name, (one, chunk, trivial) in rows.items():
+        cfg = configs.get(name)
+        base = rows.get("asgi-bare" if cfg.asgi else "bare")
+        cells = [f"{one / 1000:.1f}", f"{chunk / 1000:.2f}", _k(trivial), "", "", ""]
+        if base is not None and name not in ("bare", "asgi-bare"):
+            cells[3] = f"{(one - base[0]) / 1000:+.1f}"
+            cells[4] = f"{(chunk - base[1]) / 1000:+.2f}"
+            if trivial is not None and base[2] is not None:
+                cells[5] = f"{(trivial - base[2]) / 1000:+.1f}"
+            if cfg.plugin:
+                kind = "asgi" if cfg.asgi else "wsgi"
+                results.append(
+                    (f"{kind} per chunk", chunk - base[1], STREAM_TARGETS[f"{kind} per chunk"])
+                )
+                if cfg.asgi:
+                    limit = STREAM_TARGETS["asgi per request"]
+                    results.append(("asgi per request", one - base[0], limit))
+                    if trivial is not None and base[2] is not None:
+                        results.append(("asgi per request, trivial view", trivial - base[2], limit))
+        print(f"| {cfg.label} | " + " | ".join(cells) + " |")
+    if results:
+        print()
+        for what, value, limit in results:
+            verdict = "ok" if value <= limit else "MISSED"
+            print(f"target {what}: {value / 1000:+.2f}k <= {limit / 1000:.1f}k: {verdict}")
+
+
+def _k(value: float | None) -> str:
+    return "" if value is None else f"{value / 1000:.1f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    parser.add_argument("--configs", nargs="*", default=list(DEFAULT_CONFIGS))
     parser.add_argument(
         "--routed-configs",
         nargs="*",
         default=list(ROUTED_CONFIGS),
         help=f"configurations measured again on {ROUTED_PATH} (none: skip)",
+    )
+    parser.add_argument(
+        "--stream-configs",
+        nargs="*",
+        default=list(STREAM_CONFIGS),
+        help="configurations of the streaming section (none: skip)",
     )
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=2500)
@@ -157,15 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.missing():
                 print(f"{name}: skipped, missing {', '.join(cfg.missing())}")
                 continue
-            small, small_others = _instructions(valgrind, name, args.small, args.warmup, path)
-            large, large_others = _instructions(valgrind, name, args.large, args.warmup, path)
-            count = args.large - args.small
-            per_request[name] = (large - small) / count
-            others = (large_others - small_others) / count
-            print(
-                f"{name} {path}: {per_request[name] / 1000:.1f}k instructions/request "
-                f"(other threads: {others / 1000:.1f}k)",
-                flush=True,
+            per_request[name] = _per_request(
+                valgrind, name, path, args.small, args.large, args.warmup
             )
         if per_request:
             tables.append((path, per_request))
@@ -178,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print()
         _table(per_request)
+    if args.stream_configs:
+        small = max(args.small // STREAM_SCALE, 1)
+        large = max(args.large // STREAM_SCALE, small + 1)
+        _streams(valgrind, args.stream_configs, small, large, args.warmup)
     return 0
 
 

@@ -36,6 +36,14 @@ SERVER_TARGET: Final = {
     ("uvicorn", "asgi-plugin-metrics"): 0.97,
     ("uvicorn", "asgi-plugin-sdk"): 0.97,
 }
+#: Streaming rows of ``python -m benchmarks.instructions``, metrics only (time to first byte and
+#: chunk counting are always on): the largest instructions over bare Django per chunk (WSGI,
+#: ASGI) and per request (ASGI, a 1-chunk stream and a trivial view).
+STREAM_TARGETS: Final = {
+    "wsgi per chunk": 1_000,
+    "asgi per chunk": 1_800,
+    "asgi per request": 60_000,
+}
 #: FileResponse through gunicorn: the lowest throughput ratio to bare Django (and 0 reads).
 FILE_TARGET: Final = 0.98
 #: GET /metrics with 1000 series: the highest median render time.

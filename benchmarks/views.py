@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 
 BODY = b"Hello, world!\n"
 
@@ -46,6 +46,25 @@ def hello(request: HttpRequest) -> HttpResponse:
 
 async def ahello(request: HttpRequest) -> HttpResponse:
     return HttpResponse(BODY, content_type="text/plain")
+
+
+#: One small chunk of the streaming views (an SSE event's size).
+CHUNK = b"data: token\n\n"
+
+
+def stream(request: HttpRequest, chunks: int) -> StreamingHttpResponse:
+    """A stream of ``chunks`` small chunks from a generator (WSGI)."""
+    return StreamingHttpResponse(CHUNK for _ in range(chunks))
+
+
+async def _achunks(chunks: int) -> Any:
+    for _ in range(chunks):
+        yield CHUNK
+
+
+async def astream(request: HttpRequest, chunks: int) -> StreamingHttpResponse:
+    """The same stream from an async generator (ASGI: Django sends it as it comes)."""
+    return StreamingHttpResponse(_achunks(chunks))
 
 
 def file(request: HttpRequest) -> FileResponse:

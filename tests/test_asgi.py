@@ -13,75 +13,11 @@ from prometheus_client import CollectorRegistry
 from django_sent_otel import signals
 from django_sent_otel.asgi import DeliveryASGIMiddleware, get_asgi_application
 from django_sent_otel.delivery import Delivery, sending
+from tests import views
+from tests.harness.asgi import scope, serve
 from tests.harness.names import CLIENT_DISCONNECT, DELIVERED, SENDING, STREAM_ERROR, sample
 
 pytestmark = pytest.mark.usefixtures("registry")
-
-
-def scope(path: str, method: str = "GET") -> dict[str, Any]:
-    path, _, query = path.partition("?")
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 80),
-    }
-
-
-async def serve(
-    app: Any,
-    path: str,
-    *,
-    method: str = "GET",
-    disconnect_after_bytes: int | None = None,
-    marker: Any = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """Play a server: feed the request, collect messages, disconnect after some body bytes."""
-    sent: list[dict[str, Any]] = []
-    received = 0
-    gone = asyncio.Event()
-    done = asyncio.Event()
-    request_sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal request_sent
-        if not request_sent:
-            request_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        if disconnect_after_bytes is None:
-            await done.wait()
-        elif disconnect_after_bytes > 0:
-            await gone.wait()
-        elif marker is not None:  # leave once the view is running
-            for _ in range(1000):
-                if marker.exists():
-                    break
-                await asyncio.sleep(0.01)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal received
-        sent.append(message)
-        if message["type"] == "http.response.body":
-            received += len(message.get("body", b""))
-            if disconnect_after_bytes is not None and received >= disconnect_after_bytes:
-                gone.set()
-                await asyncio.sleep(0.05)
-            if not message.get("more_body", False):
-                done.set()
-
-    await asyncio.wait_for(app(scope(path, method), receive, send), 30)
-    await asyncio.sleep(0)
-    await asyncio.gather(*signals._pending)
-    return sent, received
 
 
 async def test_delivered_through_wrapper(
@@ -106,6 +42,38 @@ async def test_disconnect_mid_stream(deliveries: list[Delivery]) -> None:
     (d,) = deliveries
     assert (d.outcome, d.route) == (CLIENT_DISCONNECT, "astream/")
     assert 16384 <= d.bytes_sent < 200 * 65536
+
+
+async def test_first_byte_and_chunks_of_a_stream(deliveries: list[Delivery]) -> None:
+    """The first body message marks the first byte (after the view's wait); every body
+    message with bytes is a chunk; the empty final one is neither."""
+    sent, received = await serve(get_asgi_application(), "/await-first/")
+    (d,) = deliveries
+    assert d.outcome == DELIVERED
+    assert d.time_to_first_byte is not None
+    assert views.FIRST_BYTE_WAIT <= d.time_to_first_byte <= d.duration
+    assert d.chunks == views.EVENTS == sum(1 for m in sent if m.get("body"))
+    assert d.bytes_sent == received == views.EVENTS * len(views.EVENT)
+
+
+async def test_first_byte_of_a_bodiless_response_is_its_headers(
+    deliveries: list[Delivery],
+) -> None:
+    await serve(get_asgi_application(), "/empty/")
+    (d,) = deliveries
+    assert (d.status_code, d.chunks, d.bytes_sent) == (204, 0, 0)
+    assert d.time_to_first_byte is not None and d.time_to_first_byte <= d.duration
+
+
+async def test_no_first_byte_when_the_client_left_during_the_view(
+    deliveries: list[Delivery], tmp_path: Any
+) -> None:
+    marker = tmp_path / "started"
+    await serve(
+        get_asgi_application(), f"/aslow/?marker={marker}", disconnect_after_bytes=0, marker=marker
+    )
+    (d,) = deliveries
+    assert (d.outcome, d.time_to_first_byte, d.chunks) == (CLIENT_DISCONNECT, None, 0)
 
 
 async def test_disconnect_while_view_runs(deliveries: list[Delivery], tmp_path: Any) -> None:
@@ -166,29 +134,64 @@ async def test_disconnect_after_completion_is_not_a_failure(deliveries: list[Del
     assert d.outcome == DELIVERED
 
 
-def _granian_like_send(sent: list[dict[str, Any]]) -> Any:
-    """A send() bound to an object of a ``granian.*`` class, as granian's ASGI server has."""
+def _uvicorn_like_send(sent: list[dict[str, Any]], gone_after: int) -> Any:
+    """A send() bound to an object of uvicorn's cycle class, whose ``disconnected`` turns True
+    after ``gone_after`` body messages: from then on it drops messages, as uvicorn does."""
 
-    protocol = type("ASGIHTTPProtocol", (), {"__module__": "granian._granian"})
+    class Transport:
+        def is_closing(self) -> bool:
+            return False
+
+    cycle_class = type(
+        "RequestResponseCycle", (), {"__module__": "uvicorn.protocols.http.h11_impl"}
+    )
+    cycle = cycle_class()
+    cycle.disconnected = False
+    cycle.transport = Transport()
+    bodies = 0
 
     async def send(self: Any, message: dict[str, Any]) -> None:
+        nonlocal bodies
+        if self.disconnected:
+            return
         sent.append(message)
+        if message["type"] == "http.response.body":
+            bodies += 1
+            self.disconnected = bodies >= gone_after
 
-    return types.MethodType(send, protocol())
+    return types.MethodType(send, cycle)
 
 
-@pytest.mark.parametrize(
-    ("granian", "outcome"), [(True, "delivered"), (False, "client_disconnect")]
-)
-async def test_disconnect_queued_before_the_final_message(
-    deliveries: list[Delivery], granian: bool, outcome: str
+async def test_bytes_after_the_server_saw_the_client_leave_are_not_counted(
+    deliveries: list[Delivery],
 ) -> None:
-    """The server queued http.disconnect after the last body bytes, before the final message.
+    """A server that knows its client is gone drops the rest silently: the rest is neither
+    bytes nor chunks handed over, and the response ends as a disconnect right there."""
+    sent: list[dict[str, Any]] = []
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})
 
-    Under granian this is a client that read everything and closed (granian reports an abort
-    while the body is still being sent). Other servers drop writes after an abort without
-    telling send(), so there it is the abort, noticed late.
-    """
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(5):
+            await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    await DeliveryASGIMiddleware(app)(scope("/x"), queue.get, _uvicorn_like_send(sent, 2))
+    await asyncio.gather(*signals._pending)
+    (d,) = deliveries
+    assert (d.outcome, d.bytes_sent, d.chunks) == (CLIENT_DISCONNECT, 20, 2)
+    assert d.time_to_first_byte is not None
+    assert [m.get("body") for m in sent[1:]] == [b"0123456789"] * 2
+
+
+async def test_disconnect_queued_before_the_final_message(deliveries: list[Delivery]) -> None:
+    """A server that says nothing about its client (no ``client_gone_probe``) queued
+    http.disconnect after the last body bytes, before the final message: every byte was
+    handed over, the response is delivered; nothing waits for a disconnect before the final
+    message (granian reports one while the body is still being sent by a client that read
+    everything; uvicorn, hypercorn and daphne say so on their ``send``)."""
     sent: list[dict[str, Any]] = []
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})
@@ -209,11 +212,10 @@ async def test_disconnect_queued_before_the_final_message(
         await send({"type": "http.response.body", "body": b""})
         listener.cancel()
 
-    send = _granian_like_send(sent) if granian else plain_send
-    await DeliveryASGIMiddleware(app)(scope("/x"), queue.get, send)
+    await DeliveryASGIMiddleware(app)(scope("/x"), queue.get, plain_send)
     await asyncio.gather(*signals._pending)
     (d,) = deliveries
-    assert (d.outcome, d.bytes_sent) == (outcome, 9)
+    assert (d.outcome, d.bytes_sent) == (DELIVERED, 9)
     assert sent[-1] == {"type": "http.response.body", "body": b""}
 
 

@@ -93,7 +93,7 @@ def test_instruction_count_benchmark_runs() -> None:
     need_binary(shutil.which("valgrind"), "valgrind")
     # One configuration per table: every callgrind run pays Django's start-up under valgrind.
     argv = [sys.executable, "-m", "benchmarks.instructions", "--configs", "plugin-metrics"]
-    argv += ["--routed-configs", "bare"]
+    argv += ["--routed-configs", "bare", "--stream-configs"]
     argv += ["--small", "20", "--large", "60", "--warmup", "10"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -109,3 +109,30 @@ def test_instruction_count_benchmark_runs() -> None:
         values = {row.split(" | ")[0][2:]: float(row.split(" | ")[1]) for row in rows[1:]}
         assert set(values) == {label(name) for name in expected}
         assert all(value > 0 for value in values.values())
+
+
+def test_instruction_count_streaming_rows() -> None:
+    """The streaming section prints a row per configuration (WSGI and ASGI streams of 1 and
+    100 chunks, the trivial ASGI view) and a verdict per target."""
+    need_binary(shutil.which("valgrind"), "valgrind")
+    names = ["plugin-metrics", "asgi-plugin-metrics"]
+    argv = [sys.executable, "-m", "benchmarks.instructions", "--configs", "--routed-configs"]
+    argv += ["--stream-configs", *names, "--small", "50", "--large", "100", "--warmup", "5"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    section = done.stdout.partition("Streaming, measured with")[2]
+    assert section, done.stdout
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| configuration | 1-chunk stream")
+    values = {row.split(" | ")[0][2:]: row.split(" | ")[1:] for row in rows[1:]}
+    assert set(values) == {label(name) for name in names}
+    for name in names:
+        # With so few requests the figures mean nothing (ASGI's thread hops make them noisy):
+        # they are numbers, and the trivial ASGI view has its column.
+        one, per_chunk, trivial = values[label(name)][:3]
+        float(one), float(per_chunk)
+        assert (trivial != "") == name.startswith("asgi"), values

@@ -21,11 +21,11 @@ from tests.harness.servers import Server
 
 
 def test_new_tuple_builds_a_named_tuple_positionally() -> None:
-    values = ("delivered", None, "GET", "a/", 200, 5, 0.5, 0.25)
+    values = ("delivered", None, "GET", "a/", 200, 5, 0.5, 0.25, 0.125, 2)
     built = _compat.new_tuple(Delivery, values)
     assert type(built) is Delivery
     assert built == Delivery(*values)
-    assert built.route == "a/" and built.send_duration == 0.25
+    assert built.route == "a/" and built.send_duration == 0.25 and built.chunks == 2
 
 
 def test_opentelemetry_keeps_the_provider_set_in_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,24 +105,52 @@ def _granian_native() -> Any:
     )
 
 
-def test_granian_asgi_send_is_a_method_of_a_granian_class() -> None:
-    """The shape ``is_granian_send`` reads: a method of ``granian._granian.ASGIHTTPProtocol``."""
-    native = _granian_native()
-    protocol = getattr(native, "ASGIHTTPProtocol", None)
-    assert protocol is not None, "granian no longer has _granian.ASGIHTTPProtocol"
-    assert protocol.__module__.startswith(_compat.GRANIAN_MODULE_PREFIX), protocol.__module__
-    assert callable(getattr(protocol, "send", None)), "ASGIHTTPProtocol.send is gone"
+#: What ``client_gone_probe`` reads from the ``send`` each server hands the application.
+GONE_PROBES = {
+    "uvicorn": b"gone=False",
+    "gunicorn-uvicorn": b"gone=False",
+    "hypercorn": b"gone=False",
+    "daphne": b"gone=False",
+    "granian-asgi": b"none",
+}
 
 
 @pytest.mark.servers
-def test_granian_asgi_send_is_recognised_and_uvicorn_send_is_not(tmp_path: Path) -> None:
-    """What the ASGI wrapper relies on, from the ``send`` real servers hand the application."""
-    _granian_native()
-    for kind, expected in (("granian-asgi", b"granian"), ("uvicorn", b"other")):
-        with Server(kind, app="tests.asgi:send_probe", log_dir=tmp_path) as server:
-            response = full_read(server.port, "/", keep_body=True)
-            log = server.log_tail()
-        assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"
+@pytest.mark.parametrize(("kind", "expected"), GONE_PROBES.items())
+def test_servers_say_whether_their_client_is_gone(
+    tmp_path: Path, kind: str, expected: bytes
+) -> None:
+    """The shapes ``client_gone_probe`` reads (uvicorn's cycle and transport, hypercorn's
+    stream, daphne's connection table), from real servers: a renamed attribute answers
+    ``none`` here. That the flag turns True is shown by
+    ``tests/servers/test_streaming.py`` (an aborted file counts only what was handed over)."""
+    if kind == "granian-asgi":
+        _granian_native()
+    with Server(kind, app="tests.asgi:gone_probe", log_dir=tmp_path) as server:
+        response = full_read(server.port, "/", keep_body=True)
+        log = server.log_tail()
+    assert (response.status, response.body) == (200, expected), f"{kind}: {response}\n{log}"
+
+
+def test_streaming_response_keeps_its_iterator_where_the_wrapper_reads_it() -> None:
+    """``wrap_stream_iterator`` wraps Django's ``_iterator``, inside the ``make_bytes`` map the
+    server reads: the wrapper sees the view's own chunks, the server gets bytes."""
+    response = StreamingHttpResponse(iter(["é", b"b"]))
+    seen: list[Any] = []
+
+    def wrap(iterator: Any) -> Any:
+        for chunk in iterator:
+            seen.append(chunk)
+            yield chunk
+
+    assert _compat.wrap_stream_iterator(response, wrap)
+    assert b"".join(response) == "é".encode() + b"b"
+    assert seen == ["é", b"b"]
+
+    async def body() -> Any:
+        yield b"x"
+
+    assert not _compat.wrap_stream_iterator(StreamingHttpResponse(body()), wrap)
 
 
 def test_prometheus_client_formats_bucket_bounds_with_float_to_go_string() -> None:

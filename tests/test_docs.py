@@ -1,16 +1,32 @@
-"""The docs' metric tables and settings list are checked against what the code really does."""
+"""The docs' metric tables, settings list and streaming recipes are checked against what the
+code really does; the README is a front page that repeats the docs' setup recipes."""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
+from typing import Any
 
+import promql_parser
+from django.test import override_settings
+from django.urls import path
 from prometheus_client import CollectorRegistry
 
+from django_sent_otel.asgi import get_asgi_application
 from django_sent_otel.conf import Settings
 from django_sent_otel.delivery import Delivery
 from django_sent_otel.metrics import DeliveryMetrics
+from tests.harness.asgi import serve
+from tests.harness.deliveries import Deliveries
 from tests.harness.docs import ROOT, between, page, recipe
-from tests.harness.names import DELIVERED, STREAM_ERROR
+from tests.harness.names import (
+    DELIVERED,
+    STREAM_ERROR,
+    TIME_TO_FIRST_BYTE,
+    UNDELIVERED_DURATION,
+    sample,
+)
 
 
 def documented_metrics() -> dict[str, tuple[str, set[str]]]:
@@ -67,7 +83,9 @@ def test_otel_metric_table_matches_the_instruments() -> None:
 
     reader = InMemoryMetricReader()
     metrics = OtelDeliveryMetrics(MeterProvider(metric_readers=[reader]))
-    metrics.record(Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1), returned=True)
+    metrics.record(
+        Delivery("delivered", None, "GET", "a/", 200, 1, 0.1, 0.1, 0.05, 1), returned=True
+    )
     metrics.record(
         Delivery("stream_error", "stream_error", "GET", "a/", 200, 1, 0.1, 0.1), returned=True
     )
@@ -81,6 +99,52 @@ def test_otel_metric_table_matches_the_instruments() -> None:
         for m in sm.metrics
     }
     assert documented_otel_metrics() == found
+
+
+def streaming_blocks(language: str) -> list[str]:
+    """The ``language`` code blocks of docs/streaming.md, exactly as shown."""
+    section = page("streaming")
+    return re.findall(rf"^```{language}\n(.*?)^```$", section, re.M | re.S)
+
+
+async def test_streaming_recipe_reports_first_byte_and_chunks(
+    deliveries: Deliveries, registry: CollectorRegistry
+) -> None:
+    """The SSE view of the streaming section, served through the ASGI wrapper as shown."""
+    (code,) = streaming_blocks("python")
+    namespace: dict[str, Any] = {"__name__": "readme_streaming"}
+    exec(compile(code, "docs/streaming.md", "exec"), namespace)
+    urls = types.ModuleType("tests_docs_streaming_urls")
+    urls.urlpatterns = [path("chat/", namespace["chat"])]  # type: ignore[attr-defined]
+    sys.modules[urls.__name__] = urls
+    try:
+        with override_settings(ROOT_URLCONF=urls.__name__):
+            sent, received = await serve(get_asgi_application(), "/chat/")
+    finally:
+        del sys.modules[urls.__name__]
+    assert (b"X-Accel-Buffering", b"no") in sent[0]["headers"]
+    (d,) = deliveries
+    assert (d.outcome, d.route, d.chunks, d.bytes_sent) == (DELIVERED, "chat/", 3, received)
+    assert d.time_to_first_byte is not None and 0.05 <= d.time_to_first_byte <= d.duration
+    assert sample(registry, f"{TIME_TO_FIRST_BYTE}_count", method="GET", route="chat/") == 1
+
+
+def test_streaming_queries_parse_and_name_exported_series() -> None:
+    """Both PromQL examples parse and read the histograms' buckets (they run against a real
+    Prometheus in ``tests/test_prometheus_e2e.py``)."""
+    queries = streaming_blocks("promql")
+    assert len(queries) == 2
+    names = {TIME_TO_FIRST_BYTE + "_bucket", UNDELIVERED_DURATION + "_bucket"}
+    for query in queries:
+        parsed = promql_parser.parse(query.strip())
+        found: list[str] = []
+
+        def visit(node: Any, found: list[str] = found) -> None:
+            if isinstance(node, promql_parser.VectorSelector) and node.name:
+                found.append(node.name)
+
+        promql_parser.walk(parsed, visit)
+        assert found and set(found) <= names, (query, found)
 
 
 def test_the_readme_is_a_front_page_showing_the_docs_recipes() -> None:

@@ -38,6 +38,7 @@ def _deliver(sinks: list[Any], reason: str | None, size: int, returned: float | 
     tracker = Tracker("GET", sinks, started_at=0.0)
     if returned is not None:
         tracker.handler_returned("a/", 200, at=returned)
+        tracker.headers_sent(at=0.02)  # the first byte: only a response that was made
     tracker.add_bytes(size)
     tracker.finish(reason, at=0.05 if reason is None else 0.2)
 
@@ -102,6 +103,18 @@ def test_eight_threads_count_exactly() -> None:
     assert value(f"{send}_bucket", **labels, le="0.1") == delivered
     assert value(f"{send}_count", **labels) == delivered
     assert value(f"{send}_sum", **labels) == pytest.approx(0.05 * delivered)
+    first = "django_http_time_to_first_byte_seconds"
+    assert value(f"{first}_bucket", **labels, le="0.1") == delivered + failures
+    assert value(f"{first}_count", **labels) == delivered + failures
+    assert value(f"{first}_sum", **labels) == pytest.approx(0.02 * (delivered + failures))
+    assert not value(f"{first}_count", method="GET", route="unmatched")  # never got there
+    gone = "django_http_undelivered_duration_seconds"
+    assert value(f"{gone}_bucket", **labels, reason=reason, le="0.1") == 0
+    assert value(f"{gone}_bucket", **labels, reason=reason, le="1.0") == failures
+    assert value(f"{gone}_count", **labels, reason=reason) == failures
+    assert value(f"{gone}_sum", **labels, reason=reason) == pytest.approx(0.2 * failures)
+    unmatched = {"method": "GET", "route": "unmatched", "reason": reason}
+    assert value(f"{gone}_count", **unmatched) == early_failures
     assert value("django_http_responses_sending") == in_flight_before
     assert scrapes and all(0 <= v - in_flight_before <= THREADS for v in scrapes)
 

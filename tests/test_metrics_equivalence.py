@@ -55,6 +55,8 @@ def traffic(count: int, seed: int, buckets: Sequence[float]) -> list[tuple[Deliv
         reason = rng.choice(REASONS)
         duration = rng.choice(values) if rng.random() < 0.5 else rng.uniform(0, 70)
         send = min(duration, rng.choice(values) if rng.random() < 0.5 else rng.random())
+        # No first byte for some (the client left before it), else within the duration.
+        first = None if rng.random() < 0.2 else min(duration, rng.choice(values))
         delivery = Delivery(
             reason or "delivered",
             reason,
@@ -64,6 +66,8 @@ def traffic(count: int, seed: int, buckets: Sequence[float]) -> list[tuple[Deliv
             rng.randrange(0, 1 << 20),
             duration,
             send,
+            first,
+            rng.randrange(0, 100),
         )
         kind = rng.random()
         span = None

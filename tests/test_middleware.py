@@ -22,6 +22,7 @@ from django_sent_otel import signals
 from django_sent_otel.delivery import sending
 from django_sent_otel.middleware import DeliveryMiddleware
 from django_sent_otel.signals import response_delivered
+from tests import views
 from tests.harness.deliveries import Deliveries
 from tests.harness.names import (
     CLIENT_DISCONNECT,
@@ -289,11 +290,17 @@ def test_span_for_a_delivered_response(spans: InMemorySpanExporter) -> None:
     (span,) = spans.get_finished_spans()
     assert span.name == "response-delivered"
     assert span.kind.name == "INTERNAL"
-    assert dict(span.attributes or {}) == {
+    attributes = dict(span.attributes or {})
+    first_byte = attributes.pop("django_sent_otel.response.time_to_first_byte")
+    assert isinstance(first_byte, float)
+    # The body goes to the server with the handler's return, within the span's duration.
+    assert 0 < first_byte <= (span.end_time - span.start_time) / 1e9 + first_byte
+    assert attributes == {
         "http.request.method": "GET",
         "http.route": "articles/<int:year>/",
         "http.response.status_code": 200,
         "http.response.body.size": len(b"" + Client().get("/articles/2020/").content),
+        "django_sent_otel.response.chunks": 1,
         "django_sent_otel.delivery.outcome": "delivered",
     }
     assert span.status.status_code.name == "UNSET"
@@ -548,3 +555,38 @@ def test_uwsgi_reset_connection_is_a_disconnect(
         server.close()
     d = deliveries.only()
     assert (d.outcome, d.route) == (outcome, "small/")
+
+
+def test_first_byte_and_chunks_of_a_wsgi_stream(deliveries: Deliveries) -> None:
+    """Under WSGI the first chunk the server takes from the body marks the first byte."""
+    response = Client().get("/wait-first/")
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    response.close()
+    (d,) = deliveries
+    assert d.outcome == "delivered"
+    assert d.time_to_first_byte is not None
+    assert views.FIRST_BYTE_WAIT <= d.time_to_first_byte <= d.duration
+    assert (d.chunks, d.bytes_sent) == (views.EVENTS, len(body))
+
+
+def test_first_byte_of_a_body_in_memory_is_the_handler_return(deliveries: Deliveries) -> None:
+    Client().get("/small/")
+    (d,) = deliveries
+    assert d.chunks == 1
+    assert d.time_to_first_byte is not None
+    assert d.time_to_first_byte == pytest.approx(d.duration - d.send_duration, abs=1e-6)
+
+
+def test_text_chunks_count_the_bytes_the_server_gets(deliveries: Deliveries) -> None:
+    """A view may stream text: counted as the bytes Django makes of it, not characters."""
+
+    def view(request: Any) -> StreamingHttpResponse:
+        return StreamingHttpResponse(iter(["héllo", memoryview(b"ab"), 7]))
+
+    request = RequestFactory().get("/text/")
+    response = DeliveryMiddleware(view)(request)
+    body = b"".join(response)
+    response.close()
+    (d,) = deliveries
+    assert body == "héllo".encode() + b"ab" + b"7"
+    assert (d.bytes_sent, d.chunks) == (len(body), 3)

@@ -27,6 +27,9 @@ NAMES = {
     otel_metrics.DELIVERY_DURATION: ("s", "Histogram"),
     otel_metrics.SEND_DURATION: ("s", "Histogram"),
     otel_metrics.BODY_SENT: ("By", "Sum"),
+    otel_metrics.BODY_CHUNKS: ("{chunk}", "Sum"),
+    otel_metrics.FIRST_BYTE_DURATION: ("s", "Histogram"),
+    otel_metrics.UNDELIVERED_DURATION: ("s", "Histogram"),
 }
 OUTCOME = "django_sent_otel.delivery.outcome"
 
@@ -126,6 +129,18 @@ def test_delivered_and_failed_responses(reader: InMemoryMetricReader) -> None:
     sent = by_attributes(found[otel_metrics.BODY_SENT])
     assert sent[key(delivered.items())].value == len(body)
     assert sent[key(failed.items())].value == len(first)
+    chunks = by_attributes(found[otel_metrics.BODY_CHUNKS])
+    assert {k: p.value for k, p in chunks.items()} == {
+        key(delivered.items()): 1,
+        key(failed.items()): 1,  # the one chunk handed over before the client left
+        key(unmatched.items()): 1,
+    }
+    # Every response got as far as its first byte; only the failed one stayed short.
+    first_bytes = by_attributes(found[otel_metrics.FIRST_BYTE_DURATION])
+    assert {k: p.count for k, p in first_bytes.items()} == {k: 1 for k in durations}
+    gone = by_attributes(found[otel_metrics.UNDELIVERED_DURATION])
+    assert {k: p.count for k, p in gone.items()} == {key(failed.items()): 1}
+    assert gone[key(failed.items())].sum == durations[key(failed.items())].sum
 
 
 def test_no_send_phase_when_no_response_was_made(reader: InMemoryMetricReader) -> None:
@@ -178,6 +193,8 @@ def test_prometheus_exporter_beside_the_plugin_metrics(registry: CollectorRegist
         "django_sent_otel_delivery_duration_seconds",
         "django_sent_otel_send_duration_seconds",
         "django_sent_otel_body_sent_bytes",
+        "django_sent_otel_body_chunks",
+        "django_sent_otel_first_byte_duration_seconds",
     }
     labels = {"method": "GET", "route": "small/", "status": "200"}
     assert samples["django_http_responses_delivered_total", frozenset(labels.items())] == 1

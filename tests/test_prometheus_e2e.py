@@ -40,6 +40,7 @@ from example.demo import ExampleServer, request
 from tests.harness.servers import free_port, parent_death_signal
 from tests.harness.tools import need_binary
 from tests.harness.waiting import wait_for
+from tests.test_docs import streaming_blocks
 
 pytestmark = pytest.mark.servers
 
@@ -468,8 +469,12 @@ def test_failure_ratio_alerts_fire_after_aborts(stack: Stack) -> None:
 
 
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
+    """The dashboard's queries, and docs/streaming.md's examples exactly as shown."""
     stack.load.aborting.set()
     queries = dashboard_queries(stack.job)
+    queries += [
+        (f"docs/streaming.md query {i}", q) for i, q in enumerate(streaming_blocks("promql"))
+    ]
     assert queries, "no query found in the dashboard"
     failures = stack.prometheus.query("sum(django_http_response_delivery_failures_total)")
     if not failures:  # aborts just started: wait until Prometheus scraped some failures

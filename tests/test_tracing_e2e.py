@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests import views
 from tests.harness import clients, servers
 from tests.harness.otlp import OTLPReceiver, ReceivedSpan
 from tests.views import SMALL_BODY, STREAM_SIZE
@@ -189,11 +190,15 @@ def test_small_response_span(running: Running, otlp: OTLPReceiver) -> None:
     assert response.status == 200 and response.complete
     pair = spans_for(otlp, marker)
     assert_child_of_server_span(pair)
-    assert pair.ours.attributes == {
+    attributes = dict(pair.ours.attributes)
+    first_byte = attributes.pop("django_sent_otel.response.time_to_first_byte")
+    assert isinstance(first_byte, float) and first_byte >= 0
+    assert attributes == {
         "http.request.method": "GET",
         "http.route": "articles/<int:year>/",
         "http.response.status_code": 200,
         "http.response.body.size": response.body_len,
+        "django_sent_otel.response.chunks": 1,
         "django_sent_otel.delivery.outcome": "delivered",
     }
     assert pair.ours.status_code == "UNSET"
@@ -212,6 +217,8 @@ def test_streamed_response_span(server: servers.Server, otlp: OTLPReceiver) -> N
     assert_child_of_server_span(pair)
     attributes = pair.ours.attributes
     assert attributes["http.response.body.size"] == STREAM_SIZE
+    assert attributes["django_sent_otel.response.chunks"] == views.CHUNKS
+    assert attributes["django_sent_otel.response.time_to_first_byte"] >= 0
     assert attributes["django_sent_otel.delivery.outcome"] == "delivered"
     assert "error.type" not in attributes
     assert pair.ours.status_code == "UNSET"

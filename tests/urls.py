@@ -19,5 +19,9 @@ urlpatterns = [
     path("callback/", views.callback),
     path("async-small/", views.async_small),
     path("crash/", views.crash),
+    path("wait-first/", views.wait_first),
+    path("await-first/", views.await_first),
+    path("slow-stream/", views.slow_stream),
+    path("aslow-stream/", views.aslow_stream),
     path("", include("django_sent_otel.urls")),
 ]

@@ -31,6 +31,12 @@ ERROR_CHUNKS = 3
 SLOW_SECONDS = 1.5
 SLOW_STEP = 0.05
 SLOW_BODY = b"slow"
+#: How long the first-byte views wait before their first chunk, and their chunks.
+FIRST_BYTE_WAIT = 0.3
+EVENT = b"data: token\n\n"
+EVENTS = 3
+#: The slow streams: an event every SLOW_STEP, for SLOW_SECONDS (a client leaves meanwhile).
+SLOW_EVENTS = int(SLOW_SECONDS / SLOW_STEP)
 
 
 class CountingFile(io.FileIO):
@@ -80,6 +86,49 @@ async def _achunks() -> AsyncIterator[bytes]:
 
 def astream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(_achunks(), content_type="application/octet-stream")
+
+
+def _late_events() -> Iterator[bytes]:
+    time.sleep(FIRST_BYTE_WAIT)
+    for _ in range(EVENTS):
+        yield EVENT
+
+
+def wait_first(request: HttpRequest) -> StreamingHttpResponse:
+    """A server-sent event stream whose first event takes FIRST_BYTE_WAIT (WSGI)."""
+    return StreamingHttpResponse(_late_events(), content_type="text/event-stream")
+
+
+async def _alate_events() -> AsyncIterator[bytes]:
+    await asyncio.sleep(FIRST_BYTE_WAIT)
+    for _ in range(EVENTS):
+        yield EVENT
+
+
+def await_first(request: HttpRequest) -> StreamingHttpResponse:
+    """The same stream from an async generator (ASGI: sent as it comes)."""
+    return StreamingHttpResponse(_alate_events(), content_type="text/event-stream")
+
+
+def _slow_events() -> Iterator[bytes]:
+    for _ in range(SLOW_EVENTS):
+        yield EVENT
+        time.sleep(SLOW_STEP)
+
+
+def slow_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """An event every SLOW_STEP: a client that leaves is seen at the next event (WSGI)."""
+    return StreamingHttpResponse(_slow_events(), content_type="text/event-stream")
+
+
+async def _aslow_events() -> AsyncIterator[bytes]:
+    for _ in range(SLOW_EVENTS):
+        yield EVENT
+        await asyncio.sleep(SLOW_STEP)
+
+
+def aslow_stream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(_aslow_events(), content_type="text/event-stream")
 
 
 def file(request: HttpRequest) -> FileResponse:

@@ -26,6 +26,11 @@ DEFAULT_BUCKETS: Final = (
 SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
 #: ``delivered`` or the failure reason, in the package's own attribute namespace.
 OUTCOME_ATTRIBUTE: Final = "django_sent_otel.delivery.outcome"
+#: Seconds from request start until the first body byte (bodiless: the headers) was handed
+#: to the server; left out when the response never got that far.
+TIME_TO_FIRST_BYTE_ATTRIBUTE: Final = "django_sent_otel.response.time_to_first_byte"
+#: Body chunks (ASGI body messages with bytes, WSGI iterations) handed to the server.
+CHUNKS_ATTRIBUTE: Final = "django_sent_otel.response.chunks"
 #: A method outside the standard set, as the HTTP conventions spell it.
 OTHER_METHOD: Final = "_OTHER"
 

@@ -85,8 +85,11 @@ class Delivery(NamedTuple):
 
     ``outcome`` is ``"delivered"`` or the failure reason; ``reason`` is ``None`` when delivered.
     ``duration`` runs from request start, ``send_duration`` from the moment the handler returned
-    the response, both to the end of delivery, in seconds. (A named tuple: immutable and about
-    three times cheaper to build than a frozen dataclass, on every request.)
+    the response, both to the end of delivery, in seconds. ``time_to_first_byte`` runs from
+    request start until the first body byte was handed to the server (bodiless responses: the
+    headers), None when the response never got that far; ``chunks`` counts the body chunks
+    (ASGI body messages) handed over. (A named tuple: immutable and about three times cheaper
+    to build than a frozen dataclass, on every request.)
     """
 
     outcome: str
@@ -97,6 +100,8 @@ class Delivery(NamedTuple):
     bytes_sent: int
     duration: float
     send_duration: float
+    time_to_first_byte: float | None = None
+    chunks: int = 0
 
     @property
     def delivered(self) -> bool:
@@ -217,7 +222,9 @@ class Tracker:
         "_open",
         "bytes_sent",
         "callbacks",  # on_delivered() appends, the signal sink runs them
+        "chunks",
         "duration",
+        "first_byte_at",
         "method",
         "reason",
         "request",
@@ -256,7 +263,9 @@ class Tracker:
         self.trace_start: Any = None
         self.callbacks: list[Callable[[Delivery], object]] | None = None
         self.route = UNMATCHED
-        self.status_code = self.bytes_sent = 0
+        self.status_code = self.bytes_sent = self.chunks = 0
+        #: When the first body byte (bodiless: the headers) was handed to the server.
+        self.first_byte_at: float | None = None
         # ``reason``, ``duration``, ``send_duration`` and ``_delivery`` are set by finish():
         # nobody reads them before. A one-element list: ``pop()`` is atomic, so two threads
         # can never both finish.
@@ -304,6 +313,38 @@ class Tracker:
 
     def add_bytes(self, count: int) -> None:
         self.bytes_sent += count
+
+    def add_chunk(self, size: int) -> None:
+        """A body chunk of ``size`` bytes was handed to the server while the client was
+        there; the first one marks the first byte. Ignored once the outcome is decided: the
+        sinks have counted what was handed over until then."""
+        if self._open:
+            if self.first_byte_at is None:
+                self.first_byte_at = perf_counter()
+            self.chunks += 1
+            self.bytes_sent += size
+
+    def add_body(self, chunks: int, size: int) -> None:
+        """Chunks and bytes of a body handed to the server, counted by the adapter (the first
+        byte was marked as it went); ignored once the outcome is decided."""
+        if self._open:
+            self.chunks += chunks
+            self.bytes_sent += size
+
+    def headers_sent(self, at: float | None = None) -> None:
+        """The first byte of a response without a body chunk yet: its headers (a bodiless
+        response) or its empty final body. Only the first call counts."""
+        if self.first_byte_at is None and self._open:
+            self.first_byte_at = perf_counter() if at is None else at
+
+    @property
+    def time_to_first_byte(self) -> float | None:
+        """Seconds from request start until the first byte was handed over, or None."""
+        first = self.first_byte_at
+        if first is None:
+            return None
+        elapsed = first - self.started_at
+        return elapsed if elapsed > 0.0 else 0.0
 
     def discard(self) -> None:
         """Stop tracking without an outcome (an excluded path found after the fact)."""
@@ -363,6 +404,8 @@ class Tracker:
                 self.bytes_sent,
                 self.duration,
                 self.send_duration,
+                self.time_to_first_byte,
+                self.chunks,
             ),
         )
         self._delivery = delivery

@@ -68,9 +68,17 @@ DURATION_HELP: Final = "Time from request start until the response was delivered
 SEND_HELP: Final = "Time from the handler returning the response until it was delivered."
 BYTES_HELP: Final = "Response body bytes handed to the server, failed deliveries included."
 SENDING_HELP: Final = "Responses between handler return and the end of their delivery."
+FIRST_BYTE_HELP: Final = (
+    "Time from request start until the first body byte (bodiless: the headers) was handed to "
+    "the server, delivered or not."
+)
+UNDELIVERED_HELP: Final = (
+    "Time from request start until the failure was known, for responses not fully delivered."
+)
 
 _OUTCOME_LABELS: Final = ("method", "route", "status")
 _ROUTE_LABELS: Final = ("method", "route")
+_REASON_LABELS: Final = ("method", "route", "reason")
 
 
 def multiprocess_dir() -> str | None:
@@ -91,14 +99,34 @@ def upper_bounds(buckets: Sequence[float]) -> tuple[float, ...]:
     return tuple(bounds)
 
 
+class _Histogram:
+    """One histogram series kept apart from the hot path's flat numbers (failures are rare):
+    its sum, per-bucket counts and exemplars."""
+
+    __slots__ = ("counts", "created", "labels", "sum", "traces")
+
+    def __init__(self, labels: tuple[str, ...], size: int) -> None:
+        self.labels = labels
+        self.created = time.time()
+        self.sum = 0.0
+        self.counts = [0] * size
+        self.traces: list[_Trace | None] = [None] * size
+
+    def copy(self) -> tuple[float, list[int], list[_Trace | None]]:
+        return self.sum, list(self.counts), list(self.traces)
+
+
 class _Route:
-    """The numbers of one (method, route): both histograms and the byte counter."""
+    """The numbers of one (method, route): its histograms and the byte counter."""
 
     __slots__ = (
         "created",
         "duration_counts",
         "duration_sum",
         "duration_traces",
+        "first_byte_counts",
+        "first_byte_sum",
+        "first_byte_traces",
         "labels",
         "send_counts",
         "send_sum",
@@ -118,27 +146,39 @@ class _Route:
         # The latest exemplar of each bucket, from whichever status it came.
         self.duration_traces: list[_Trace | None] = [None] * size
         self.send_traces: list[_Trace | None] = [None] * size
+        self.first_byte_sum = 0.0
+        self.first_byte_counts = [0] * size
+        self.first_byte_traces: list[_Trace | None] = [None] * size
 
 
 class _Series:
     """The numbers of one (method, route, status, reason): one outcome counter series."""
 
-    __slots__ = ("count", "created", "exemplified", "labels", "reason", "route", "trace")
+    __slots__ = ("count", "created", "exemplified", "gone", "labels", "reason", "route", "trace")
 
-    def __init__(self, labels: tuple[str, str, str], reason: str | None, route: _Route) -> None:
+    def __init__(
+        self,
+        labels: tuple[str, str, str],
+        reason: str | None,
+        route: _Route,
+        gone: _Histogram | None = None,
+    ) -> None:
         self.labels = labels
         self.reason = reason
         self.route = route
+        #: A failure's series: the undelivered histogram of its method, route and reason.
+        self.gone = gone
         self.created = time.time()
         self.count = 0
         self.trace: _Trace | None = None
         # When this label set last gave an exemplar to: [0] its counter, [1 + i] duration
-        # bucket i, [1 + size + j] send bucket j (the throttle is per label set and series).
+        # bucket i, [1 + size + j] send bucket j, [1 + 2 * size + k] first-byte bucket k,
+        # [1 + 3 * size + i] undelivered bucket i (the throttle is per label set and series).
         self.exemplified: list[float] = []
 
 
 class DeliveryMetrics:
-    """The six delivery metrics of one namespace: a collector registered on one registry."""
+    """The eight delivery metrics of one namespace: a collector registered on one registry."""
 
     def __init__(
         self,
@@ -160,9 +200,12 @@ class DeliveryMetrics:
             f"{prefix}http_send_duration_seconds",
             f"{prefix}http_response_sent_bytes",
             f"{prefix}http_responses_sending",
+            f"{prefix}http_time_to_first_byte_seconds",
+            f"{prefix}http_undelivered_duration_seconds",
         )
         self._series: dict[_Key, _Series] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
+        self._undelivered: dict[tuple[str, str, str], _Histogram] = {}
         self._lock = threading.Lock()
         self._writer: _MultiprocessWriter | None = None
         if multiprocess_dir():
@@ -178,6 +221,7 @@ class DeliveryMetrics:
             # The child writes its own file: the parent's numbers are the parent's to write.
             self._series = {}
             self._routes = {}
+            self._undelivered = {}
             self._writer.forked()
 
     def start_writer(self) -> None:
@@ -203,7 +247,8 @@ class DeliveryMetrics:
     # The hot path
 
     def record(self, delivery: Delivery | Tracker, span: Any = None) -> None:
-        """Count one finished delivery (histograms observe delivered responses only).
+        """Count one finished delivery: the delivery and send histograms observe delivered
+        responses, the undelivered one the others, time to first byte both (when known).
 
         ``delivery``: a :class:`Delivery`, or the finished tracker itself (the sink passes
         it, so that no ``Delivery`` is built for metrics). ``span``: the delivery's span; its
@@ -220,11 +265,19 @@ class DeliveryMetrics:
         # One lock for all of it: ``+=`` on a shared number is not atomic across threads.
         # acquire()/release() rather than ``with``: half the cost (``try`` is free).
         lock = self._lock
+        bounds = self.bounds
+        duration = delivery.duration
+        i = bisect_left(bounds, duration)
+        first = delivery.time_to_first_byte
+        k = -1
+        if first is not None:
+            # The first byte comes within the duration: its bucket is at most i, most often i.
+            if first <= duration and (i == 0 or first > bounds[i - 1]):
+                k = i
+            else:
+                k = bisect_left(bounds, first)
         if reason is None:
-            bounds = self.bounds
-            duration = delivery.duration
             send = delivery.send_duration
-            i = bisect_left(bounds, duration)
             # The send phase is part of the duration, so its bucket is at most i, and most
             # often i itself (always for requests faster than the first bound): one
             # comparison instead of a second search.
@@ -241,28 +294,65 @@ class DeliveryMetrics:
                 numbers.duration_counts[i] += 1
                 numbers.send_sum += send
                 numbers.send_counts[j] += 1
+                if k >= 0:
+                    numbers.first_byte_sum += first  # type: ignore[operator]
+                    numbers.first_byte_counts[k] += 1
             finally:
                 lock.release()
             if span is not None:
-                # The throttle first (a clock read, three comparisons): most responses find no
-                # series due and never touch the span.
+                # The throttle first (a clock read, a few comparisons): most responses find
+                # no series due and never touch the span.
                 interval = EXEMPLAR_INTERVAL
                 now = monotonic()
                 last = series.exemplified
+                size = len(bounds)
                 if (
                     now - last[0] >= interval
                     or now - last[1 + i] >= interval
-                    or now - last[len(bounds) + 1 + j] >= interval
+                    or now - last[size + 1 + j] >= interval
+                    or (k >= 0 and now - last[2 * size + 1 + k] >= interval)
                 ):
-                    self._exemplars(series, i, j, delivery, span, now=now)
+                    self._exemplars(series, i, j, delivery, span, k=k, now=now)
         else:
-            sent = delivery.bytes_sent
-            lock.acquire()
-            try:
-                series.count += 1
-                numbers.sent_bytes += sent
-            finally:
-                lock.release()
+            self._record_failure(series, delivery, span, i=i, k=k)
+
+    def _record_failure(
+        self, series: _Series, delivery: Delivery | Tracker, span: Any, *, i: int, k: int
+    ) -> None:
+        """A response not fully delivered: its counter, bytes, how long the client stayed
+        (until the failure was known) and the time to its first byte, if it got that far."""
+        numbers = series.route
+        gone: _Histogram = series.gone  # type: ignore[assignment]
+        duration = delivery.duration
+        first = delivery.time_to_first_byte
+        lock = self._lock
+        lock.acquire()
+        try:
+            series.count += 1
+            numbers.sent_bytes += delivery.bytes_sent
+            gone.sum += duration
+            gone.counts[i] += 1
+            if k >= 0:
+                numbers.first_byte_sum += first  # type: ignore[operator]
+                numbers.first_byte_counts[k] += 1
+        finally:
+            lock.release()
+        if span is None:
+            return
+        ctx = span.get_span_context()
+        if not ctx.trace_flags.sampled:
+            return
+        now = monotonic()
+        wall = time.time()
+        last = series.exemplified
+        size = len(self.bounds)
+        if now - last[3 * size + 1 + i] >= EXEMPLAR_INTERVAL:
+            last[3 * size + 1 + i] = now
+            gone.traces[i] = (ctx.trace_id, ctx.span_id, duration, wall)
+        at = 2 * size + 1 + k
+        if k >= 0 and now - last[at] >= EXEMPLAR_INTERVAL:
+            last[at] = now
+            numbers.first_byte_traces[k] = (ctx.trace_id, ctx.span_id, first, wall)  # type: ignore[assignment]
 
     def _add(self, method: str, route: str, status_code: int, reason: str | None) -> _Series:
         """The record of a new label set (and of its method and route if new)."""
@@ -274,8 +364,14 @@ class DeliveryMetrics:
                 numbers = self._routes.get((method, route))
                 if numbers is None:
                     numbers = self._routes[(method, route)] = _Route((method, route), size)
-                series = _Series((method, route, str(status_code)), reason, numbers)
-                series.exemplified = [-inf] * (1 + 2 * size)
+                gone = None
+                if reason is not None:
+                    gone = self._undelivered.get((method, route, reason))
+                    if gone is None:
+                        gone = _Histogram((method, route, reason), size)
+                        self._undelivered[(method, route, reason)] = gone
+                series = _Series((method, route, str(status_code)), reason, numbers, gone)
+                series.exemplified = [-inf] * (1 + 4 * size)
                 self._series[key] = series
         self.start_writer()
         return series
@@ -288,10 +384,12 @@ class DeliveryMetrics:
         delivery: Delivery | Tracker,
         span: Any,
         *,
+        k: int,
         now: float,
     ) -> None:
-        """Keep the span's trace on each of the three series it updated that is due (one
-        exemplar per series per :data:`EXEMPLAR_INTERVAL`), if the span is sampled."""
+        """Keep the span's trace on each of the series it updated that is due (one exemplar
+        per series per :data:`EXEMPLAR_INTERVAL`), if the span is sampled; ``k`` is the
+        first-byte bucket, -1 when there was none."""
         ctx = span.get_span_context()
         if not ctx.trace_flags.sampled:
             return
@@ -309,19 +407,26 @@ class DeliveryMetrics:
         if now - last[send_at] >= interval:
             last[send_at] = now
             numbers.send_traces[j] = (ctx.trace_id, ctx.span_id, delivery.send_duration, wall)
+        first_at = 2 * len(self.bounds) + 1 + k
+        if k >= 0 and now - last[first_at] >= interval:
+            last[first_at] = now
+            first = delivery.time_to_first_byte
+            numbers.first_byte_traces[k] = (ctx.trace_id, ctx.span_id, first, wall)  # type: ignore[assignment]
 
     # The scrape
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples: the registry learns the names (clash detection,
         ``restricted_registry``) without a collect."""
-        delivered, failures, duration, send, sent_bytes, sending = self.names
+        delivered, failures, duration, send, sent_bytes, sending, first, gone = self.names
         yield CounterMetricFamily(delivered, DELIVERED_HELP, labels=_OUTCOME_LABELS)
         yield CounterMetricFamily(failures, FAILURES_HELP, labels=(*_OUTCOME_LABELS, "reason"))
         yield HistogramMetricFamily(duration, DURATION_HELP, labels=_ROUTE_LABELS)
         yield HistogramMetricFamily(send, SEND_HELP, labels=_ROUTE_LABELS)
         yield CounterMetricFamily(sent_bytes, BYTES_HELP, labels=_ROUTE_LABELS)
         yield GaugeMetricFamily(sending, SENDING_HELP)
+        yield HistogramMetricFamily(first, FIRST_BYTE_HELP, labels=_ROUTE_LABELS)
+        yield HistogramMetricFamily(gone, UNDELIVERED_HELP, labels=_REASON_LABELS)
 
     def empty(self) -> Iterator[Metric]:
         """Every family as a scrape shows it before any response: no series, the gauge 0."""
@@ -337,6 +442,7 @@ class DeliveryMetrics:
                 (s.labels, s.reason, s.count, s.created, s.trace) for s in self._series.values()
             ]
             routes = [_RouteCopy(r) for r in self._routes.values()]
+            gone = [_HistogramCopy(h) for h in self._undelivered.values()]
         names = self.names
         delivered = CounterMetricFamily(names[0], DELIVERED_HELP, labels=_OUTCOME_LABELS)
         failures = CounterMetricFamily(names[1], FAILURES_HELP, labels=(*_OUTCOME_LABELS, "reason"))
@@ -348,18 +454,13 @@ class DeliveryMetrics:
                 failures.add_metric((*labels, reason), count, when)
         yield delivered
         yield failures
-        for name, help_text, send in (
-            (names[2], DURATION_HELP, False),
-            (names[3], SEND_HELP, True),
+        for name, help_text, field in (
+            (names[2], DURATION_HELP, "duration"),
+            (names[3], SEND_HELP, "send"),
         ):
-            histogram = HistogramMetricFamily(name, help_text, labels=_ROUTE_LABELS)
-            for route in routes:
-                total, counts, traces = route.send if send else route.duration
-                histogram.add_metric(route.labels, self._cumulative(counts, traces), total)
-                if created:
-                    labels_dict = dict(zip(_ROUTE_LABELS, route.labels, strict=True))
-                    histogram.add_sample(f"{name}_created", labels_dict, route.created)
-            yield histogram
+            yield self._histogram(
+                name, help_text, _ROUTE_LABELS, routes, field=field, created=created
+            )
         sent_bytes = CounterMetricFamily(names[4], BYTES_HELP, labels=_ROUTE_LABELS)
         for route in routes:
             sent_bytes.add_metric(
@@ -367,6 +468,31 @@ class DeliveryMetrics:
             )
         yield sent_bytes
         yield GaugeMetricFamily(names[5], SENDING_HELP, value=self.sending())
+        yield self._histogram(
+            names[6], FIRST_BYTE_HELP, _ROUTE_LABELS, routes, field="first_byte", created=created
+        )
+        yield self._histogram(
+            names[7], UNDELIVERED_HELP, _REASON_LABELS, gone, field="numbers", created=created
+        )
+
+    def _histogram(
+        self,
+        name: str,
+        help_text: str,
+        label_names: tuple[str, ...],
+        rows: Sequence[_RouteCopy] | Sequence[_HistogramCopy],
+        *,
+        field: str,
+        created: bool,
+    ) -> HistogramMetricFamily:
+        histogram = HistogramMetricFamily(name, help_text, labels=label_names)
+        for row in rows:
+            total, counts, traces = getattr(row, field)
+            histogram.add_metric(row.labels, self._cumulative(counts, traces), total)
+            if created:
+                labels_dict = dict(zip(label_names, row.labels, strict=True))
+                histogram.add_sample(f"{name}_created", labels_dict, row.created)
+        return histogram
 
     def _cumulative(self, counts: list[int], traces: list[_Trace | None]) -> list[_Bucket]:
         """prometheus_client's bucket samples: cumulative counts, ``le`` as it formats it."""
@@ -382,10 +508,24 @@ class DeliveryMetrics:
 _Bucket = tuple[str, float] | tuple[str, float, Exemplar]
 
 
+_Numbers = tuple[float, list[int], list[_Trace | None]]
+
+
+class _HistogramCopy:
+    """A scrape's copy of one :class:`_Histogram`, taken under the lock."""
+
+    __slots__ = ("created", "labels", "numbers")
+
+    def __init__(self, histogram: _Histogram) -> None:
+        self.labels = histogram.labels
+        self.created = histogram.created
+        self.numbers: _Numbers = histogram.copy()
+
+
 class _RouteCopy:
     """A scrape's copy of one :class:`_Route`, taken under the lock."""
 
-    __slots__ = ("created", "duration", "labels", "send", "sent_bytes")
+    __slots__ = ("created", "duration", "first_byte", "labels", "send", "sent_bytes")
 
     def __init__(self, route: _Route) -> None:
         self.labels = route.labels
@@ -397,6 +537,11 @@ class _RouteCopy:
             list(route.duration_traces),
         )
         self.send = (route.send_sum, list(route.send_counts), list(route.send_traces))
+        self.first_byte = (
+            route.first_byte_sum,
+            list(route.first_byte_counts),
+            list(route.first_byte_traces),
+        )
 
 
 def _exemplar(trace: _Trace | None) -> Exemplar | None:
@@ -495,11 +640,12 @@ class _MultiprocessWriter:
 
     def _flush(self) -> None:
         owner = self.owner
-        delivered, failures, duration, send, sent_bytes, sending = owner.names
+        delivered, failures, duration, send, sent_bytes, sending, first, gone = owner.names
         write = self._write
         with owner._lock:
             series = [(s.labels, s.reason, s.count) for s in owner._series.values()]
             routes = [_RouteCopy(r) for r in owner._routes.values()]
+            undelivered = [_HistogramCopy(h) for h in owner._undelivered.values()]
         # Histograms and bytes first: a scrape that shows a response's outcome shows the rest.
         bucket_names = (*_ROUTE_LABELS, "le")
         for route in routes:
@@ -507,12 +653,20 @@ class _MultiprocessWriter:
             for name, help_text, (total, counts, _) in (
                 (duration, DURATION_HELP, route.duration),
                 (send, SEND_HELP, route.send),
+                (first, FIRST_BYTE_HELP, route.first_byte),
             ):
                 write("histogram", name, "_sum", labels, total, help_text=help_text)
                 for le, count in zip(owner._le, counts, strict=True):
-                    bucket = (bucket_names, (*route.labels, le))
+                    bucket: _Labels = (bucket_names, (*route.labels, le))
                     write("histogram", name, "_bucket", bucket, count, help_text=help_text)
             write("counter", sent_bytes, "_total", labels, route.sent_bytes, help_text=BYTES_HELP)
+        for copy in undelivered:
+            total, counts, _ = copy.numbers
+            reason_labels: _Labels = (_REASON_LABELS, copy.labels)
+            write("histogram", gone, "_sum", reason_labels, total, help_text=UNDELIVERED_HELP)
+            for le, count in zip(owner._le, counts, strict=True):
+                gone_bucket: _Labels = ((*_REASON_LABELS, "le"), (*copy.labels, le))
+                write("histogram", gone, "_bucket", gone_bucket, count, help_text=UNDELIVERED_HELP)
         for values, reason, count in series:
             if reason is None:
                 labels = (_OUTCOME_LABELS, values)

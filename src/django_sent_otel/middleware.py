@@ -10,10 +10,12 @@ touched, so ``wsgi.file_wrapper``/sendfile stays zero-copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import select
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -21,7 +23,7 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import pipeline
-from ._compat import body_size, current_exception, file_to_stream
+from ._compat import body_size, current_exception, file_to_stream, wrap_stream_iterator
 from ._logging import log_once
 from .delivery import (
     CLIENT_DISCONNECT,
@@ -51,7 +53,7 @@ class _Tracked(Tracker):
     which drops the tracker's references: no cycle survives a normal close.
     """
 
-    __slots__ = ("closing", "ending", "exhausted", "failed")
+    __slots__ = ("body", "closing", "ending", "exhausted", "failed")
     closing: HttpResponseBase | None
     #: How this kind of body tells its outcome at close(), with the exception in flight if
     #: any; None for a body in memory: the server took it all unless an exception is in
@@ -59,6 +61,9 @@ class _Tracked(Tracker):
     ending: Callable[[_Tracked, HttpResponseBase], str | None] | None
     exhausted: bool
     failed: bool
+    #: A synchronous streaming body's wrapper (:func:`_sync_body`), which counts in its own
+    #: locals and hands the counts over when it ends.
+    body: Iterator[Any] | None
 
     def close(self) -> None:
         """The response's ``close()``: decide the outcome, then close the response.
@@ -98,7 +103,14 @@ def _bodiless_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
 
 
 def _stream_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
-    """A streaming body: its wrapper noted whether it was exhausted or raised."""
+    """A streaming body: its wrapper noted whether it was exhausted or raised (and, closed
+    here if the server stopped iterating, hands over what it counted)."""
+    body = tracker.body
+    if body is not None:
+        tracker.body = None
+        # Still running on another thread (ValueError): what it counted so far.
+        with contextlib.suppress(ValueError):
+            body.close()  # type: ignore[attr-defined]
     if tracker.failed:
         return STREAM_ERROR
     reason = classify(sys.exc_info()[1])
@@ -116,6 +128,7 @@ def _file_end(tracker: _Tracked, response: HttpResponseBase) -> str | None:
     size = _content_length(response)
     if size is not None:
         tracker.add_bytes(size)
+    tracker.chunks = 1  # one file handed over whole
     return None
 
 
@@ -128,10 +141,12 @@ def _iterated_file_end(tracker: _Tracked, response: HttpResponseBase) -> str | N
     position = _position(response)
     if reason is None and size is not None and position is not None and position < size:
         tracker.add_bytes(position)
+        tracker.chunks = 1
         return CLIENT_DISCONNECT
     sent = size if reason is None and size is not None else position
     if sent is not None:
         tracker.add_bytes(sent)
+    tracker.chunks = 1  # one file handed over, however the server read it
     return reason
 
 
@@ -164,39 +179,65 @@ def _unless_dropped(reason: str | None) -> str | None:
     return reason
 
 
-def _sync_body(iterator: Iterable[bytes], tracker: _Tracked) -> Iterator[bytes]:
-    """Pass the body through, counting bytes and noting exhaustion or a raising iterator."""
-    it = iter(iterator)
-    add_bytes = tracker.add_bytes
-    while True:
-        try:
-            chunk = next(it)
-        except StopIteration:
-            tracker.exhausted = True
-            return
-        except Exception:
-            tracker.failed = True
-            raise
-        add_bytes(len(chunk))
-        yield chunk
+def _sync_body(iterator: Iterable[Any], tracker: _Tracked, *, raw: bool = False) -> Iterator[Any]:
+    """Pass the body through, counting chunks and bytes (the first marks the first byte) and
+    noting exhaustion or a raising iterator. ``GeneratorExit`` (the server stopped
+    iterating, or :func:`_stream_end` closing it) is not an ``Exception``: it leaves the
+    body neither exhausted nor failed.
+
+    The counts live in locals and reach the tracker when the body ends: a method call per
+    chunk costs about 0.7k instructions ("plugin-metrics" streaming rows of ``make
+    bench-instructions``). ``raw``: the chunks are the view's own, before Django makes bytes
+    of them (see ``_compat.wrap_stream_iterator``): a chunk that is not ``bytes`` is counted
+    as the bytes Django will make of it.
+    """
+    chunks = sent = 0
+    try:
+        for chunk in iterator:
+            if not chunks:
+                tracker.headers_sent()  # the first chunk is the first byte
+            chunks += 1
+            sent += len(chunk) if not raw or type(chunk) is bytes else _byte_length(chunk, tracker)
+            yield chunk
+    except Exception:
+        tracker.failed = True
+        raise
+    else:
+        tracker.exhausted = True
+    finally:
+        tracker.add_body(chunks, sent)
+
+
+def _watch_sync_body(iterator: Iterable[Any], tracker: _Tracked, *, raw: bool) -> Iterator[Any]:
+    body = tracker.body = _sync_body(iterator, tracker, raw=raw)
+    return body
+
+
+def _byte_length(chunk: Any, tracker: _Tracked) -> int:
+    """The length of the bytes ``HttpResponseBase.make_bytes`` makes of a chunk. The charset
+    is read only here: ``response.charset`` costs about 20k instructions (a settings lookup
+    and a regular expression), and views stream bytes."""
+    if isinstance(chunk, memoryview):
+        return chunk.nbytes
+    if isinstance(chunk, (bytes, bytearray)):
+        return len(chunk)
+    response = tracker.closing
+    charset = response.charset if response is not None else "utf-8"
+    return len(str(chunk).encode(charset))
 
 
 async def _async_body(iterator: AsyncIterator[bytes], tracker: _Tracked) -> AsyncIterator[bytes]:
-    it = aiter(iterator)
-    add_bytes = tracker.add_bytes
-    while True:
-        try:
-            chunk = await anext(it)
-        except StopAsyncIteration:
-            tracker.exhausted = True
-            return
-        except asyncio.CancelledError:
-            raise  # the server cancelled: a disconnect, not a failing body
-        except Exception:
-            tracker.failed = True
-            raise
-        add_bytes(len(chunk))
-        yield chunk
+    add_chunk = tracker.add_chunk
+    try:
+        async for chunk in iterator:
+            add_chunk(len(chunk))
+            yield chunk
+    except asyncio.CancelledError:
+        raise  # the server cancelled: a disconnect, not a failing body
+    except Exception:
+        tracker.failed = True
+        raise
+    tracker.exhausted = True
 
 
 def _content_length(response: HttpResponseBase) -> int | None:
@@ -285,8 +326,9 @@ def _start_in_scope(request: HttpRequest, scope: Any) -> Tracker | None:
         tracker: Tracker | None = scope[SCOPE_KEY]
         if tracker is None:
             return None
-        if pipeline.runtime().is_url_excluded(request):  # needs the request: decided here
-            tracker.discard()
+        rt = pipeline.current or pipeline.runtime()
+        if rt.url_excluded is not None and rt.is_url_excluded(request):
+            tracker.discard()  # needs the request: decided here
             return None
         tracker.request = request
     else:
@@ -309,14 +351,20 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
         # (A 200 response is bodiless only for HEAD: the rule is asked for the others only.)
         if (status != 200 or tracker.method == "HEAD") and is_bodiless(tracker.method, status):
             tracker.ending = _bodiless_end
+            tracker.first_byte_at = tracker.returned_at  # the headers go with the return
         elif not response.streaming:
             tracker.ending = None
             size = body_size(response)
             if size is None:
                 content = getattr(response, "content", b"")
                 size = len(content) if isinstance(content, bytes) else 0
-            tracker.bytes_sent = size  # nothing was sent before the handler returned
+            # The whole body goes to the server with the return, as one chunk.
+            tracker.bytes_sent = size
+            tracker.chunks = 1 if size else 0
+            tracker.first_byte_at = tracker.returned_at
         elif isinstance(response, FileResponse) and file_to_stream(response) is not None:
+            # The file is the server's to send from now on (never wrapped: sendfile stays).
+            tracker.first_byte_at = tracker.returned_at
             if request.META.get("wsgi.file_wrapper") is not None:
                 tracker.ending = _file_end
             else:
@@ -324,11 +372,15 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
         else:
             tracker.ending = _stream_end
             tracker.exhausted = tracker.failed = False
-            content = response.streaming_content  # type: ignore[attr-defined]
+            tracker.body = None
             if response.is_async:  # type: ignore[attr-defined]
+                content = response.streaming_content  # type: ignore[attr-defined]
                 response.streaming_content = _async_body(content, tracker)  # type: ignore[attr-defined]
-            else:
-                response.streaming_content = _sync_body(content, tracker)  # type: ignore[attr-defined]
+            elif not wrap_stream_iterator(
+                response, partial(_watch_sync_body, tracker=tracker, raw=True)
+            ):
+                content = response.streaming_content  # type: ignore[attr-defined]
+                response.streaming_content = _watch_sync_body(content, tracker, raw=False)  # type: ignore[attr-defined]
         tracker.closing = response
         response.close = tracker.close  # type: ignore[method-assign]
     except Exception:

@@ -25,6 +25,9 @@ UNDELIVERED_RESPONSES: Final = "django_sent_otel.undelivered.responses"
 DELIVERY_DURATION: Final = "django_sent_otel.delivery.duration"
 SEND_DURATION: Final = "django_sent_otel.send.duration"
 BODY_SENT: Final = "django_sent_otel.body.sent"
+BODY_CHUNKS: Final = "django_sent_otel.body.chunks"
+FIRST_BYTE_DURATION: Final = "django_sent_otel.first_byte.duration"
+UNDELIVERED_DURATION: Final = "django_sent_otel.undelivered.duration"
 
 #: The bucket advice of ``http.server.request.duration`` (HTTP semantic conventions), seconds.
 HTTP_DURATION_BUCKETS: Final = (
@@ -48,7 +51,7 @@ _Key = tuple[str, str, int, str | None]
 
 
 class OtelDeliveryMetrics:
-    """The five instruments of one meter provider (``None``: the global one)."""
+    """The instruments of one meter provider (``None``: the global one)."""
 
     def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
         meter = metrics.get_meter(
@@ -67,23 +70,37 @@ class OtelDeliveryMetrics:
             unit="{response}",
             description="Responses not fully delivered; error.type is the reason.",
         )
-        advice = {"explicit_bucket_boundaries_advisory": list(HTTP_DURATION_BUCKETS)}
-        self.duration = meter.create_histogram(
-            DELIVERY_DURATION,
-            unit="s",
-            description="Time from request start until the end of delivery.",
-            **advice,
+        advice = list(HTTP_DURATION_BUCKETS)
+
+        def seconds(name: str, description: str) -> Any:
+            return meter.create_histogram(
+                name, unit="s", description=description, explicit_bucket_boundaries_advisory=advice
+            )
+
+        self.duration = seconds(
+            DELIVERY_DURATION, "Time from request start until the end of delivery."
         )
-        self.send_duration = meter.create_histogram(
+        self.send_duration = seconds(
             SEND_DURATION,
-            unit="s",
-            description="Time from the handler returning the response until the end of delivery.",
-            **advice,
+            "Time from the handler returning the response until the end of delivery.",
         )
         self.body_sent = meter.create_counter(
             BODY_SENT,
             unit="By",
             description="Response body bytes handed to the server, failed deliveries included.",
+        )
+        self.body_chunks = meter.create_counter(
+            BODY_CHUNKS,
+            unit="{chunk}",
+            description="Response body chunks handed to the server, failed deliveries included.",
+        )
+        self.first_byte = seconds(
+            FIRST_BYTE_DURATION,
+            "Time from request start until the first body byte (bodiless: the headers) was "
+            "handed to the server.",
+        )
+        self.undelivered_duration = seconds(
+            UNDELIVERED_DURATION, "Time from request start until a delivery failure was known."
         )
         self._attributes: dict[_Key, dict[str, Any]] = {}
 
@@ -99,10 +116,14 @@ class OtelDeliveryMetrics:
             self.delivered.add(1, attributes)
         else:
             self.undelivered.add(1, attributes)
+            self.undelivered_duration.record(delivery.duration, attributes)
         self.duration.record(delivery.duration, attributes)
         if returned:
             self.send_duration.record(delivery.send_duration, attributes)
+        if delivery.time_to_first_byte is not None:
+            self.first_byte.record(delivery.time_to_first_byte, attributes)
         self.body_sent.add(delivery.bytes_sent, attributes)
+        self.body_chunks.add(delivery.chunks, attributes)
 
 
 _cache: dict[int, tuple[Any, OtelDeliveryMetrics]] = {}

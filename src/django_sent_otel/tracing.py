@@ -18,7 +18,13 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._compat import UNKNOWN, current_context, span_in, tracer_provider_set
-from ._names import OUTCOME_ATTRIBUTE, SCHEMA_URL, http_attributes
+from ._names import (
+    CHUNKS_ATTRIBUTE,
+    OUTCOME_ATTRIBUTE,
+    SCHEMA_URL,
+    TIME_TO_FIRST_BYTE_ATTRIBUTE,
+    http_attributes,
+)
 from ._version import __version__
 from .delivery import DELIVERED, Tracker
 
@@ -158,6 +164,10 @@ class TracingSink:
         except KeyError:
             attributes = self._attributes(tracker, reason)
         attributes["http.response.body.size"] = tracker.bytes_sent
+        attributes[CHUNKS_ATTRIBUTE] = tracker.chunks
+        first = tracker.time_to_first_byte
+        if first is not None:
+            attributes[TIME_TO_FIRST_BYTE_ATTRIBUTE] = first
         # Positional: start_span(name, context, kind, attributes, links, start_time).
         span = self.tracer.start_span(SPAN_NAME, parent, _INTERNAL, attributes, None, started)
         if reason is not None and span.is_recording():

@@ -66,6 +66,22 @@ class ReferenceMetrics:
             multiprocess_mode="livesum",
             **common,
         )
+        self.first_byte = Histogram(
+            "http_time_to_first_byte_seconds",
+            "Time from request start until the first body byte (bodiless: the headers) was "
+            "handed to the server, delivered or not.",
+            ["method", "route"],
+            buckets=buckets,
+            **common,
+        )
+        self.undelivered = Histogram(
+            "http_undelivered_duration_seconds",
+            "Time from request start until the failure was known, for responses not fully "
+            "delivered.",
+            ["method", "route", "reason"],
+            buckets=buckets,
+            **common,
+        )
         self.bounds = sorted(float(b) for b in buckets)
         self.interval = interval
         self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -85,33 +101,47 @@ class ReferenceMetrics:
                 self.duration.labels(method, route),
                 self.send_duration.labels(method, route),
                 self.sent_bytes.labels(method, route),
+                self.first_byte.labels(method, route),
+                None
+                if delivery.reason is None
+                else self.undelivered.labels(method, route, delivery.reason),
             )
-        outcome, duration, send_duration, sent_bytes = children
+        outcome, duration, send_duration, sent_bytes, first_byte, undelivered = children
+        given = self._exemplars(key, delivery, span)
         if delivery.reason is None:
-            given = self._exemplars(key, delivery, span)
             outcome.inc(1, given[0])
             duration.observe(delivery.duration, given[1])
             send_duration.observe(delivery.send_duration, given[2])
         else:
             outcome.inc()
+            undelivered.observe(delivery.duration, given[4])
+        if delivery.time_to_first_byte is not None:
+            first_byte.observe(delivery.time_to_first_byte, given[3])
         sent_bytes.inc(delivery.bytes_sent)
 
     def _exemplars(self, key: tuple[Any, ...], delivery: Delivery, span: Any) -> list[Any]:
         if span is None or not span.get_span_context().trace_flags.sampled:
-            return [None, None, None]
+            return [None] * 5
         ctx = span.get_span_context()
         exemplar = {
             "trace_id": format(ctx.trace_id, "032x"),
             "span_id": format(ctx.span_id, "016x"),
         }
         now = monotonic()
+        delivered = delivery.reason is None
+        first = delivery.time_to_first_byte
         slots = (
-            ("counter",),
-            ("duration", bisect_left(self.bounds, delivery.duration)),
-            ("send", bisect_left(self.bounds, delivery.send_duration)),
+            ("counter",) if delivered else None,
+            ("duration", bisect_left(self.bounds, delivery.duration)) if delivered else None,
+            ("send", bisect_left(self.bounds, delivery.send_duration)) if delivered else None,
+            None if first is None else ("first", bisect_left(self.bounds, first)),
+            None if delivered else ("gone", bisect_left(self.bounds, delivery.duration)),
         )
         given: list[Any] = []
         for slot in slots:
+            if slot is None:
+                given.append(None)
+                continue
             last = self._exemplar_at.get((key, slot))
             if last is not None and now - last < self.interval:
                 given.append(None)

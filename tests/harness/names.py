@@ -26,6 +26,8 @@ __all__ = [
     "SEND_DURATION",
     "SENT_BYTES_TOTAL",
     "STREAM_ERROR",
+    "TIME_TO_FIRST_BYTE",
+    "UNDELIVERED_DURATION",
     "sample",
 ]
 
@@ -36,6 +38,8 @@ DELIVERY_DURATION: Final = "django_http_delivery_duration_seconds"
 SEND_DURATION: Final = "django_http_send_duration_seconds"
 SENT_BYTES_TOTAL: Final = "django_http_response_sent_bytes_total"
 SENDING: Final = "django_http_responses_sending"
+TIME_TO_FIRST_BYTE: Final = "django_http_time_to_first_byte_seconds"
+UNDELIVERED_DURATION: Final = "django_http_undelivered_duration_seconds"
 #: Every metric family of the contract (histograms by their base name).
 METRIC_NAMES: Final = (
     DELIVERED_TOTAL,
@@ -44,6 +48,8 @@ METRIC_NAMES: Final = (
     SEND_DURATION,
     SENT_BYTES_TOTAL,
     SENDING,
+    TIME_TO_FIRST_BYTE,
+    UNDELIVERED_DURATION,
 )
 
 

@@ -28,6 +28,8 @@ FIELDS = (
     "bytes_sent",
     "duration",
     "send_duration",
+    "time_to_first_byte",
+    "chunks",
 )
 
 Record = dict[str, Any]

@@ -105,6 +105,12 @@ def test_exact_counts_after_real_traffic_with_aborts(
     body = totals(receiver, otel_metrics.BODY_SENT)
     assert body[key(SMALL, "delivered")] == 4 * len(SMALL_BODY)
     assert body[key(STREAM, "client_disconnect")] >= 3 * 16 * 1024
+    # Every response got as far as its first byte; only the failures stayed short.
+    assert totals(receiver, otel_metrics.FIRST_BYTE_DURATION) == every
+    assert totals(receiver, otel_metrics.UNDELIVERED_DURATION) == UNDELIVERED
+    chunks = totals(receiver, otel_metrics.BODY_CHUNKS)
+    assert chunks[key(SMALL, "delivered")] == 4  # a body in memory is one chunk
+    assert chunks[key(STREAM, "client_disconnect")] >= 3  # at least one per aborted stream
 
     (point, *_) = receiver.latest(otel_metrics.DELIVERY_DURATION).values()
     assert point.unit == "s" and point.temporality == "CUMULATIVE"
@@ -118,6 +124,9 @@ def test_exact_counts_after_real_traffic_with_aborts(
         otel_metrics.DELIVERY_DURATION: "s",
         otel_metrics.SEND_DURATION: "s",
         otel_metrics.BODY_SENT: "By",
+        otel_metrics.BODY_CHUNKS: "{chunk}",
+        otel_metrics.FIRST_BYTE_DURATION: "s",
+        otel_metrics.UNDELIVERED_DURATION: "s",
     }
     assert receiver.errors == []
 
