@@ -8,18 +8,20 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test test-django6 lint django-suite django-suite-django6 demo bench bench-instructions clean
+.PHONY: test test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
 
+# The tools live in pyproject.toml's [dependency-groups]: `pip install --group` needs pip 25.1+.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[otel,test,bench]' 'Django>=5.2,<6'
+	$(VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
+	$(VENV)/bin/python -m pip install -q -e '.[otel]' 'Django>=5.2,<6' \
+		--group test --group lint --group docs --group bench --group matrix
 	touch $@
 
 $(VENV6)/.installed: pyproject.toml
 	$(PYTHON6) -m venv $(VENV6)
-	$(VENV6)/bin/python -m pip install -q --upgrade pip
-	$(VENV6)/bin/python -m pip install -q -e '.[otel,test]' 'Django>=6,<7'
+	$(VENV6)/bin/python -m pip install -q --upgrade 'pip>=25.1'
+	$(VENV6)/bin/python -m pip install -q -e '.[otel]' 'Django>=6,<7' --group test
 	touch $@
 
 lint: $(VENV)/.installed
@@ -33,11 +35,25 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV6)/.installed
 	bash scripts/install-system-deps
 	$(MAKE) lint
-	$(VENV)/bin/python -m pytest
-	$(VENV6)/bin/python -m pytest -m "not servers"
+	$(MAKE) dist
+	$(MAKE) docs
+	SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
+	$(VENV6)/bin/python -m pytest -m "not servers and not packaging"
 	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(VENV6)/bin/python -m pytest tests/servers/test_seen.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(MAKE) django-suite
+
+# sdist and wheel (the wheel built from the sdist, so the sdist is known to rebuild), checked
+# as PyPI would; tests/test_packaging.py installs this wheel when SENT_OTEL_DIST names dist/.
+dist: $(VENV)/.installed
+	rm -rf dist
+	$(VENV)/bin/python -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
+# The documentation site, warnings as errors: docs/_build/html/index.html.
+docs: $(VENV)/.installed
+	rm -rf docs/_build
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 # Django's own request-handling tests without and with the plugin: no failure may be new.
 django-suite: $(VENV)/.installed
@@ -63,4 +79,4 @@ bench-instructions: $(VENV)/.installed
 	$(VENV)/bin/python -m benchmarks.instructions
 
 clean:
-	rm -rf $(VENV) $(VENV6) build dist *.egg-info
+	rm -rf $(VENV) $(VENV6) build dist docs/_build *.egg-info src/*.egg-info

@@ -27,7 +27,8 @@ DJANGO = {"5.2": "Django>=5.2,<6", "6": "Django>=6,<7"}
 
 
 def _install(session: nox.Session, django: str) -> None:
-    session.install("-e", ".[otel,test]", DJANGO[django])
+    session.install("pip>=25.1")  # `--group` (PEP 735 dependency groups)
+    session.install("-e", ".[otel]", DJANGO[django], "--group", "test")
 
 
 @nox.session

@@ -19,7 +19,7 @@ DISTRIBUTIONS = (
     "gunicorn",
     "uvicorn",
 )
-MARKDOWN_HEADING = "Markdown (for the README's Performance section)"
+MARKDOWN_HEADING = "Markdown (for the docs' Performance page)"
 
 
 @dataclass

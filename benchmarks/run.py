@@ -12,7 +12,7 @@ Sections (each can be skipped), one module each under ``benchmarks/sections/``:
 - ``metrics``: ``GET /metrics`` render time, single process and a 4-worker multiprocess dir.
 
 Every row is printed with its target and PASS/MISS where the project set one (see
-``benchmarks/targets.py``), then everything again as Markdown for the README.
+``benchmarks/targets.py``), then everything again as Markdown for docs/performance.md.
 """
 
 from __future__ import annotations

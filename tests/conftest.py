@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from tests import slots
 from tests.harness.deliveries import Deliveries, recording
+from tests.harness.venvs import distributions as built_distributions
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,3 +53,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
     with override_settings(SENT_OTEL_TRACER_PROVIDER="tests.slots.tracer_provider"):
         yield exporter
     provider.shutdown()
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(sdist, wheel)`` of this checkout: ``make dist``'s, or built once for the session."""
+    return built_distributions(tmp_path_factory.mktemp("dist"))

@@ -27,6 +27,7 @@ import django_sent_otel
 from django_sent_otel.delivery import CLIENT_DISCONNECT, TRACKER_ATTR, Tracker
 from django_sent_otel.metrics import DeliveryMetrics, MetricsSink
 from django_sent_otel.watcher import Watcher, get_watcher, socket_gone
+from tests.harness.docs import between, page
 from tests.harness.names import sample
 from tests.harness.waiting import wait_for
 
@@ -319,31 +320,23 @@ def test_is_disconnected_asks_the_socket_when_nobody_watches(
 # The docs
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE_VIEWS = Path(__file__).resolve().parents[1] / "example" / "views.py"
 
 
-def _between(text: str, name: str) -> str:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    assert start in text and end in text, f"README.md lacks the {start} / {end} markers"
-    return text.split(start, 1)[1].split(end, 1)[0].strip()
-
-
-def test_readme_shows_the_seen_table_and_the_figures() -> None:
+def test_docs_show_the_seen_table_and_the_figures() -> None:
     from tests.servers.seen import render_figures, render_table
 
-    text = README.read_text(encoding="utf-8")
-    assert _between(text, "seen") == render_table().strip(), (
-        "README.md's 'Seen while the view runs' table is out of date: paste "
+    text = page("abandonment")
+    assert between(text, "seen").strip() == render_table().strip(), (
+        "docs/abandonment.md's 'Seen while the view runs' table is out of date: paste "
         "tests.servers.seen.render_table()"
     )
-    assert _between(text, "abandoned") == render_figures().strip()
+    assert between(text, "abandoned").strip() == render_figures().strip()
 
 
-def test_readme_code_is_the_example_code() -> None:
-    """The section's code is the example project's, which real-server tests run."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Knowing the client left while the work runs", 1)[1].split("\n## ")[0]
+def test_docs_code_is_the_example_code() -> None:
+    """The page's code is the example project's, which real-server tests run."""
+    section = page("abandonment").split("\n## ")[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     views = EXAMPLE_VIEWS.read_text(encoding="utf-8")
     shown = [block for block in blocks if block.startswith("def ")]

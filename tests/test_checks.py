@@ -12,6 +12,7 @@ from django.test import Client, override_settings
 
 from django_sent_otel.checks import IDS, SETTING_IDS, check_middleware, check_settings
 from django_sent_otel.conf import SETTINGS
+from tests.harness.docs import page
 
 
 def ids(**settings: Any) -> list[str]:
@@ -73,8 +74,7 @@ def test_good_values_pass() -> None:
 def test_ids_are_unique_and_documented() -> None:
     assert len(set(IDS.values())) == len(IDS)
     assert all(code in IDS for code in SETTING_IDS.values())
-    with open("README.md", encoding="utf-8") as readme:
-        text = readme.read()
+    text = page("settings")
     for code in IDS:
         assert f"django_sent_otel.{code}" in text, code
 

@@ -1,12 +1,11 @@
-"""The README's metric table, settings list and streaming recipes are checked against what the
-code really does."""
+"""The docs' metric tables, settings list and streaming recipes are checked against what the
+code really does; the README is a front page that repeats the docs' setup recipes."""
 
 from __future__ import annotations
 
 import re
 import sys
 import types
-from pathlib import Path
 from typing import Any
 
 import promql_parser
@@ -20,6 +19,7 @@ from django_sent_otel.delivery import Delivery
 from django_sent_otel.metrics import DeliveryMetrics
 from tests.harness.asgi import serve
 from tests.harness.deliveries import Deliveries
+from tests.harness.docs import ROOT, between, page, recipe
 from tests.harness.names import (
     DELIVERED,
     STREAM_ERROR,
@@ -28,11 +28,9 @@ from tests.harness.names import (
     sample,
 )
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
-
-def readme_metrics() -> dict[str, tuple[str, set[str]]]:
-    block = README.split("<!-- metrics:start -->")[1].split("<!-- metrics:end -->")[0]
+def documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    block = between(page("metrics"), "metrics")
     rows: dict[str, tuple[str, set[str]]] = {}
     for line in block.strip().splitlines()[2:]:
         name, kind, labels, _meaning = (c.strip() for c in line.strip("|").split("|"))
@@ -55,18 +53,19 @@ def exported() -> dict[str, tuple[str, set[str]]]:
 
 
 def test_metric_table_matches_the_registry() -> None:
-    assert readme_metrics() == exported()
+    assert documented_metrics() == exported()
 
 
 def test_every_setting_is_documented() -> None:
     names = [n for n in vars(Settings) if n.isupper()]
+    text = page("settings")
     assert names
     for name in names:
-        assert re.search(rf"^### `SENT_OTEL_{name}: [^`]+`$", README, re.M), name
+        assert re.search(rf"^### `SENT_OTEL_{name}: [^`]+`$", text, re.M), name
 
 
-def readme_otel_metrics() -> dict[str, tuple[str, str]]:
-    block = README.split("<!-- otel-metrics:start -->")[1].split("<!-- otel-metrics:end -->")[0]
+def documented_otel_metrics() -> dict[str, tuple[str, str]]:
+    block = between(page("otel-metrics"), "otel-metrics")
     rows: dict[str, tuple[str, str]] = {}
     for line in block.strip().splitlines()[2:]:
         name, instrument, unit, _attributes, _meaning = (
@@ -99,15 +98,12 @@ def test_otel_metric_table_matches_the_instruments() -> None:
         for sm in rm.scope_metrics
         for m in sm.metrics
     }
-    assert readme_otel_metrics() == found
-
-
-STREAMING_SECTION = "## Streaming: SSE and LLM responses"
+    assert documented_otel_metrics() == found
 
 
 def streaming_blocks(language: str) -> list[str]:
-    """The ``language`` code blocks of the README's streaming section, exactly as shown."""
-    section = README.split(STREAMING_SECTION, 1)[1].split("\n## ", 1)[0]
+    """The ``language`` code blocks of docs/streaming.md, exactly as shown."""
+    section = page("streaming")
     return re.findall(rf"^```{language}\n(.*?)^```$", section, re.M | re.S)
 
 
@@ -117,7 +113,7 @@ async def test_streaming_recipe_reports_first_byte_and_chunks(
     """The SSE view of the streaming section, served through the ASGI wrapper as shown."""
     (code,) = streaming_blocks("python")
     namespace: dict[str, Any] = {"__name__": "readme_streaming"}
-    exec(compile(code, "README.md (streaming recipe)", "exec"), namespace)
+    exec(compile(code, "docs/streaming.md", "exec"), namespace)
     urls = types.ModuleType("tests_docs_streaming_urls")
     urls.urlpatterns = [path("chat/", namespace["chat"])]  # type: ignore[attr-defined]
     sys.modules[urls.__name__] = urls
@@ -149,3 +145,22 @@ def test_streaming_queries_parse_and_name_exported_series() -> None:
 
         promql_parser.walk(parsed, visit)
         assert found and set(found) <= names, (query, found)
+
+
+def test_the_readme_is_a_front_page_showing_the_docs_recipes() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    setup = page("setup")
+    # The README repeats these recipes verbatim; the docs' copies are the ones the tests run.
+    for name in ("install", "installed-apps", "middleware", "asgi", "urls"):
+        assert recipe(setup, name) in readme, name
+    assert recipe(page("traces"), "tracing") in readme
+    assert "make demo" in readme.split("\n## ")[0] and "make test" in readme.split("\n## ")[0]
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    import django_sent_otel
+
+    api = page("api")
+    for name in django_sent_otel.__all__:
+        assert f"django_sent_otel.{name}" in api, name

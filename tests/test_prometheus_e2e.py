@@ -469,11 +469,11 @@ def test_failure_ratio_alerts_fire_after_aborts(stack: Stack) -> None:
 
 
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
-    """The dashboard's queries, and the README's streaming examples exactly as shown."""
+    """The dashboard's queries, and docs/streaming.md's examples exactly as shown."""
     stack.load.aborting.set()
     queries = dashboard_queries(stack.job)
     queries += [
-        (f"README streaming query {i}", q) for i, q in enumerate(streaming_blocks("promql"))
+        (f"docs/streaming.md query {i}", q) for i, q in enumerate(streaming_blocks("promql"))
     ]
     assert queries, "no query found in the dashboard"
     failures = stack.prometheus.query("sum(django_http_response_delivery_failures_total)")

@@ -21,7 +21,7 @@ from tests.harness.names import (
     SENDING,
 )
 from tests.harness.scrape import Scrape
-from tests.test_docs import readme_metrics
+from tests.test_docs import documented_metrics
 
 pytestmark = pytest.mark.usefixtures("registry")
 
@@ -320,7 +320,7 @@ def test_prometheus_disable_created_series_is_honoured(disable: str, created: bo
 
 
 def _table() -> dict[str, str]:
-    return {name: kind for name, (kind, _labels) in readme_metrics().items()}
+    return {name: kind for name, (kind, _labels) in documented_metrics().items()}
 
 
 @pytest.mark.parametrize("multiprocess", [False, True], ids=["single-process", "multiprocess"])

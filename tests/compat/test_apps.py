@@ -266,7 +266,7 @@ def test_outcomes_under_sentry_wrapped_responses(compat_sentry: Compat) -> None:
     assert (record["outcome"], record["bytes_sent"]) == ("delivered", BIG_FILE_SIZE), record
     # sentry-sdk's WSGI middleware returns its own iterable around gunicorn's file wrapper
     # (it only passes through responses that have ``fileno``, which gunicorn's has not): the
-    # file is read by Python, whatever the plugin does. README "Compatibility" says so.
+    # file is read by Python, whatever the plugin does. docs "Compatibility" say so.
     assert record["file_reads"] is not None and record["file_reads"] > 0, record
 
 

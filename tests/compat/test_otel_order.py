@@ -1,7 +1,7 @@
 """opentelemetry-instrumentation-django next to the plugin, in either middleware order.
 
 Real gunicorn servers export OTLP/HTTP to the project's receiver (``tests.settings_otel``, SDK
-set up in code). Theirs first (what ``DjangoInstrumentor`` does by itself, and what the README
+set up in code). Theirs first (what ``DjangoInstrumentor`` does by itself, and what the docs
 asks for): the ``response-delivered`` span is a child of the Django server span. Ours first
 (``tests.compat.wsgi_otel_ours_first``): the plugin's middleware returns after theirs has ended
 and detached the server span, so the delivery span starts a trace of its own (or continues the

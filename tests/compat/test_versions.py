@@ -1,10 +1,12 @@
-"""The versions README "Compatibility" names are the ones pinned and installed for the tests."""
+"""The versions the docs' "Compatibility" page names are the ones pinned and installed."""
 
 from __future__ import annotations
 
 import re
 from importlib.metadata import version
 from pathlib import Path
+
+from tests.harness.docs import between, page
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ("whitenoise", "django-debug-toolbar", "djangorestframework", "channels", "sentry-sdk")
@@ -17,8 +19,7 @@ def pinned() -> dict[str, str]:
 
 
 def documented() -> dict[str, str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- compat:start -->")[1].split("<!-- compat:end -->")[0]
+    block = between(page("compatibility"), "compat")
     return {
         name.lower(): pin
         for name, pin in re.findall(r"^\| *([\w.-]+) *\| *([\w.]+) *\|", block, re.M)
@@ -29,5 +30,5 @@ def test_every_app_is_pinned_documented_and_installed() -> None:
     pins, docs = pinned(), documented()
     for name in APPS:
         assert name in pins, f"{name} is not pinned in the test extra"
-        assert docs.get(name) == pins[name], f"README says {docs.get(name)}, pinned {pins[name]}"
+        assert docs.get(name) == pins[name], f"the docs say {docs.get(name)}, pinned {pins[name]}"
         assert version(name) == pins[name], f"{name} {version(name)} installed, {pins[name]} pinned"

@@ -2,7 +2,7 @@
 
 ``DjangoInstrumentor().instrument()`` always inserts its middleware at position 0 of
 ``MIDDLEWARE``; this entry point moves ``DeliveryMiddleware`` in front of it again before the
-WSGI handler loads the middleware chain: the order the README advises against, tested to
+WSGI handler loads the middleware chain: the order the docs advise against, tested to
 document what it does.
 """
 

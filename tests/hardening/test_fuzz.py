@@ -158,7 +158,7 @@ FACTORY_PATH = f"{__name__}.provider_factory"
 
 
 def provider_factory() -> TracerProvider:
-    """A callable returning the provider (the README allows either)."""
+    """A callable returning the provider (the docs allow either)."""
     return fuzz_provider
 
 
@@ -238,7 +238,7 @@ def test_fuzzed_settings_never_break_checks_or_requests(values: dict[str, Any]) 
         assert client.get("/metrics").status_code in (200, 401, 403)
 
 
-# Only values the README documents as valid.
+# Only values the docs document as valid.
 valid_token = st.from_regex(r"[A-Za-z0-9\-._~+/]{16,32}", fullmatch=True)
 VALID: dict[str, st.SearchStrategy[Any]] = {
     "ENABLED": st.booleans(),

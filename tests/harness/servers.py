@@ -326,6 +326,7 @@ class Server(Started):
         drop_env: Sequence[str] = ("PROMETHEUS_MULTIPROC_DIR",),
         die_with_parent: bool = False,
         log_name: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
         """``settings``: the Django settings module (``env`` may still override it).
         ``multiprocess_dir``: prometheus_client's multiprocess directory (created).
@@ -333,6 +334,7 @@ class Server(Started):
         ``ready_status``: the status ``ready_path`` must answer (None: any status).
         ``drop_env``: names (or prefixes) of this process's environment the server must not
         inherit. ``die_with_parent``: SIGTERM the server when this process dies (Linux).
+        ``cwd``: the server's working directory (default: the repository).
         """
         if kind not in KINDS:
             raise ValueError(f"unknown server kind {kind!r}; one of {', '.join(KINDS)}")
@@ -353,6 +355,7 @@ class Server(Started):
         self.ready_status = ready_status
         self.drop_env = tuple(drop_env)
         self.die_with_parent = die_with_parent
+        self.cwd = Path(cwd) if cwd else REPO_ROOT
         self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="sent-otel-"))
         self.log_path = self._log_dir / f"{log_name or kind}.log"
         self.port = port or 0
@@ -428,7 +431,7 @@ class Server(Started):
                 log.flush()
                 self._proc = subprocess.Popen(
                     self.argv,
-                    cwd=REPO_ROOT,
+                    cwd=self.cwd,
                     env=self.environment(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,

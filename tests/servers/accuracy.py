@@ -2,9 +2,9 @@
 
 ``EXPECTED[server][cell]`` is the outcome (or, for a race, the set of outcomes) the plugin must
 record for one request, where a cell is ``"<view>/<scenario>"``. The real-server tests assert
-it and the README shows it (:func:`render_table`). Cells no server can observe say so in their
-note: the plugin then reports ``delivered``, because the server (or the kernel) took the whole
-body, which is what "delivered" means.
+it and docs/delivered.md shows it (:func:`render_table`). Cells no server can observe say so
+in their note: the plugin then reports ``delivered``, because the server (or the kernel) took
+the whole body, which is what "delivered" means.
 
 Scenarios: ``full`` read the whole response; ``abort`` reset the connection (RST) after 16 KB
 of body; ``early`` reset while the view still runs; ``head`` a HEAD request; ``keep-alive``
@@ -56,7 +56,7 @@ class Expect:
 
     outcomes: frozenset[str | None]
     note: str = ""
-    #: What the README shows, when it is not simply the accepted outcomes.
+    #: What the docs show, when it is not simply the accepted outcomes.
     shown: str = ""
 
     @property
@@ -305,7 +305,7 @@ def _label(expect: Expect, notes: dict[str, int]) -> str:
     return text
 
 
-#: The README's tables: the servers a client talks to directly, then production servers and
+#: The docs' tables: the servers a client talks to directly, then production servers and
 #: nginx in front (one table with every column would not fit a page).
 TABLES = (
     (

@@ -58,7 +58,7 @@ from tests.harness.scrape import LabelKey, Scrape, label_key, scrape, wait_scrap
 from tests.harness.servers import Server
 from tests.harness.tools import need_binary
 from tests.harness.waiting import wait_for
-from tests.test_docs import readme_metrics
+from tests.test_docs import documented_metrics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -202,7 +202,7 @@ def run_mix(port: int, calls: list[Call], seed: int) -> Expected:
             assert not seen.complete and seen.body_received >= ABORT_AFTER, (call, seen)
             aborted.add(key)
             # Bytes are counted as the body is handed over (streams, plain bodies); a failed
-            # sendfile transfer is not observable and counts 0 (README "Metrics").
+            # sendfile transfer is not observable and counts 0 (docs "Prometheus metrics").
             low[key] += 0 if call.route == "file/" else seen.body_received
         high[key] += call.size
         labels = {"method": "GET", "route": call.route, "status": str(call.status)}
@@ -378,7 +378,7 @@ class TestGunicornMultiprocess:
         metric table is shown all the same, without series, the gauge at 0."""
         first = gunicorn.first_scrape
         assert first is not None
-        table = {name: kind for name, (kind, _) in readme_metrics().items()}
+        table = {name: kind for name, (kind, _) in documented_metrics().items()}
         assert first.families() == table, first.text
         shown = [(s.name, s.value) for s in first.samples if not s.name.endswith("_created")]
         assert shown == [(SENDING, 0.0)], first.text

@@ -12,12 +12,12 @@ import itertools
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from tests import views
 from tests.harness.clients import abort_after, abort_while_running, full_read, keep_alive_pair
+from tests.harness.docs import between, page
 from tests.harness.records import Record, wait_for_records
 from tests.servers.accuracy import (
     CUTS_CLEANLY,
@@ -39,8 +39,6 @@ from tests.servers.conftest import RECORD_TIMEOUT, Running, ServerPool
 
 pytestmark = pytest.mark.timeout(600)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-START, END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
 ERROR_BODY_MAX = views.ERROR_CHUNKS * len(views.CHUNK)
 #: A daphne connection hangs after a body error: stop reading after this long without data.
 ERROR_STALL = 3.0
@@ -249,19 +247,18 @@ def two_hundred_mixed_requests_two_hundred_records(server: Running) -> None:
     assert len({r["pid"] for r in records}) >= 1
 
 
-def test_readme_shows_the_accuracy_table() -> None:
-    text = README.read_text()
-    assert START in text and END in text, f"README.md lacks the {START} / {END} markers"
-    between = text.split(START, 1)[1].split(END, 1)[0]
-    assert between.strip() == render_table().strip(), (
-        "README.md's accuracy table is out of date; paste tests.servers.accuracy.render_table()"
+def test_docs_show_the_accuracy_table() -> None:
+    shown = between(page("delivered"), "accuracy")
+    assert shown.strip() == render_table().strip(), (
+        "docs/delivered.md's accuracy table is out of date; paste "
+        "tests.servers.accuracy.render_table()"
     )
 
 
 def test_expected_outcomes_are_known() -> None:
     known = {DELIVERED, DISCONNECT, STREAM_ERROR, NO_RECORD}
     shown = [kind for servers in TABLES for kind in servers]
-    assert sorted(shown) == sorted(EXPECTED), "every server is shown once in the README"
+    assert sorted(shown) == sorted(EXPECTED), "every server is shown once in the docs"
     for kind, cells in EXPECTED.items():
         for cell, expect in cells.items():
             assert expect.outcomes <= known, (kind, cell)
