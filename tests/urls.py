@@ -24,5 +24,6 @@ urlpatterns = [
     path("slow-stream/", views.slow_stream),
     path("aslow-stream/", views.aslow_stream),
     path("leave/", views.leave),
+    path("aleave/", views.aleave),
     path("", include("django_sent_otel.urls")),
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -201,26 +202,54 @@ def _leave_record(request: HttpRequest, kind: str, **fields: Any) -> None:
         )
 
 
+def _left_recorder(request: HttpRequest, then: Callable[[], object]) -> Callable[[], None]:
+    """The ``on_disconnect`` callback of the ``leave`` views: a ``kind: "left"`` line with the
+    wall-clock time and the thread it ran on (the watcher's, under WSGI), then ``then()``."""
+
+    def left() -> None:
+        _leave_record(request, "left", at=time.time(), tid=threading.get_native_id())
+        then()
+
+    return left
+
+
 def leave(request: HttpRequest) -> HttpResponse:
     """Works in small steps for ``?seconds=`` (default :data:`LEAVE_SECONDS`) or until its
     client leaves. Its ``on_disconnect`` callback records a ``kind: "left"`` line (wall-clock
-    time), the view a ``kind: "leave"`` line when it stops (``?watch=0``: no callback)."""
+    time), the view a ``kind: "leave"`` line when it stops (``?watch=0``: no callback).
+    ``?block=1``: the view blocks on an event its callback sets instead of asking
+    ``is_disconnected`` every step (a thousand idle threads then cost nothing)."""
     seconds = float(request.GET.get("seconds", LEAVE_SECONDS))
     registered = None
+    gone = threading.Event()
     if request.GET.get("watch") != "0":
-
-        def left() -> None:
-            _leave_record(request, "left", at=time.time())
-
-        registered = django_sent_otel.on_disconnect(request, left)
+        registered = django_sent_otel.on_disconnect(request, _left_recorder(request, gone.set))
     _mark(request)
     started = time.time()
     seen = None
-    while time.time() - started < seconds:
+    if request.GET.get("block") == "1":
+        seen = time.time() if gone.wait(seconds) else None
+    while seen is None and time.time() - started < seconds:
         if django_sent_otel.is_disconnected(request):
             seen = time.time()
             break
         time.sleep(LEAVE_STEP)
+    _leave_record(request, "leave", registered=registered, seen_at=seen, stopped_at=time.time())
+    return HttpResponse(b"done\n", content_type="text/plain")
+
+
+async def aleave(request: HttpRequest) -> HttpResponse:
+    """``leave`` as a coroutine: waits (at most ``?seconds=``) for its ``on_disconnect``
+    callback, which the ASGI wrapper runs on the event loop when ``http.disconnect`` comes."""
+    seconds = float(request.GET.get("seconds", LEAVE_SECONDS))
+    gone = asyncio.Event()
+    registered = django_sent_otel.on_disconnect(request, _left_recorder(request, gone.set))
+    _mark(request)
+    try:
+        await asyncio.wait_for(gone.wait(), seconds)
+        seen: float | None = time.time()
+    except asyncio.TimeoutError:
+        seen = None
     _leave_record(request, "leave", registered=registered, seen_at=seen, stopped_at=time.time())
     return HttpResponse(b"done\n", content_type="text/plain")
 
