@@ -5,11 +5,13 @@ must stay idle (under WSGI its thread blocks in epoll, under the ASGI wrapper no
 and once every client resets, each callback must run once, promptly. Three servers:
 
 - gunicorn gevent: every request is a greenlet on the main thread (the ``leave/`` view asks
-  ``is_disconnected`` between steps); the watcher's CPU is the worker's other threads'.
+  ``is_disconnected`` between steps).
 - gunicorn gthread with a thread per request: each view blocks on an event its callback sets
-  (``leave/?block=1``); the watcher's CPU is its own thread's (the callback records it).
+  (``leave/?block=1``).
 - uvicorn with the ASGI wrapper: an async view awaits the event its callback sets
   (``aleave/``); the CPU is the whole process's.
+
+Under gunicorn the watcher's CPU is its own thread's (each callback records its thread).
 
 CPU is read from ``/proc`` (utime + stime per thread). Run with ``-s`` for the figures.
 """
@@ -152,48 +154,39 @@ def hold_then_leave(server: Server, pid: int, view: str, record: Path, tmp_path:
     return held
 
 
-def _assert_watcher_cpu(in_flight: float, total: float) -> None:
-    assert in_flight <= IDLE_CPU_BOUND, f"the watcher used {in_flight:.2f} s while idle"
-    bound = WATCHER_CPU_PER_REQUEST * IN_FLIGHT
-    assert total <= bound, f"the watcher used {total:.2f} s for {IN_FLIGHT} callbacks"
-
-
-def test_watched_greenlets_then_all_leave(tmp_path: Path) -> None:
-    """gunicorn gevent: greenlets on the main thread, the watcher on a real thread."""
-    pytest.importorskip("gevent")
+@pytest.mark.parametrize(
+    ("kind", "view", "threads"),
+    [
+        # Greenlets on the main thread, asking is_disconnected between steps.
+        pytest.param("gunicorn-gevent", "/leave/", 1, id="gevent"),
+        # A thread per request, each blocked on the event its callback sets.
+        pytest.param("gunicorn-gthread", "/leave/?block=1", IN_FLIGHT, id="gthread"),
+    ],
+)
+def test_one_watcher_thread_for_every_request(
+    kind: str, view: str, threads: int, tmp_path: Path
+) -> None:
+    """gunicorn: every callback runs on the worker's one watcher thread, idle while they wait."""
+    if kind == "gunicorn-gevent":
+        pytest.importorskip("gevent")
     record = tmp_path / "records.jsonl"
     with Server(
-        "gunicorn-gevent",
+        kind,
         record=record,
         log_dir=tmp_path,
+        threads=threads,
         extra_args=("--worker-connections", str(IN_FLIGHT + 100)),
     ) as server:
         worker = _worker(server)
-        held = hold_then_leave(server, worker, "/leave/", record, tmp_path)
-    others = set(held.after) - {worker}
-    in_flight, total = held.cpu(held.in_flight, others), held.cpu(held.after, others)
-    print(f"watcher CPU: {in_flight:.3f} s in flight, {total:.3f} s with all reported")
-    _assert_watcher_cpu(in_flight, total)
-
-
-def test_watched_threads_then_all_leave(tmp_path: Path) -> None:
-    """gunicorn gthread, one worker with a thread per request: one watcher thread for all."""
-    record = tmp_path / "records.jsonl"
-    with Server(
-        "gunicorn-gthread",
-        record=record,
-        log_dir=tmp_path,
-        threads=IN_FLIGHT,
-        extra_args=("--worker-connections", str(IN_FLIGHT + 100)),
-    ) as server:
-        worker = _worker(server)
-        held = hold_then_leave(server, worker, "/leave/?block=1", record, tmp_path)
-    (watcher,) = {int(r["tid"]) for r in held.records}  # every callback ran on it
+        held = hold_then_leave(server, worker, view, record, tmp_path)
+    (watcher,) = {int(r["tid"]) for r in held.records}
     assert watcher != worker
     in_flight = held.cpu(held.in_flight, {watcher})
     total = held.cpu(held.after, {watcher})
     print(f"watcher thread CPU: {in_flight:.3f} s in flight, {total:.3f} s with all reported")
-    _assert_watcher_cpu(in_flight, total)
+    assert in_flight <= IDLE_CPU_BOUND, f"the watcher used {in_flight:.2f} s while idle"
+    bound = WATCHER_CPU_PER_REQUEST * IN_FLIGHT
+    assert total <= bound, f"the watcher used {total:.2f} s for {IN_FLIGHT} callbacks"
 
 
 def test_watched_coroutines_then_all_leave(tmp_path: Path) -> None:
