@@ -77,9 +77,9 @@ class DeliveryASGIMiddleware:
             # server's own awaitable (a coroutine of ours around every chunk costs about 1k
             # instructions) and counts on the tracker inline (a method call per chunk costs
             # more; "ASGI" streaming rows of ``make bench-instructions``). ``more_body`` is
-            # read with one ``dict.get()``: the plain way is also the cheaper one (0.15k per
-            # chunk less than ``in`` and a subscript under callgrind). Counting after the
-            # outcome was decided is harmless: the sinks read the tracker when it is decided.
+            # read with one ``dict.get()``: the plain way, and under callgrind the cheaper
+            # one (``in`` and a subscript cost more per chunk). Counting after the outcome was
+            # decided is harmless: the sinks read the tracker when it is decided.
             if message.get("more_body"):
                 if gone is None or not _dropped(gone, tracker):
                     try:
