@@ -28,13 +28,15 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # The whole suite on Django 5.2; on Django 6 (Python 3.12+) the in-process suite and the
-# ASGI servers' outcome matrix (Django's ASGI handler is what changes between versions).
+# ASGI servers' outcome and disconnect matrices (Django's ASGI handler is what changes between
+# versions).
 test: $(VENV)/.installed $(VENV6)/.installed
 	bash scripts/install-system-deps
 	$(MAKE) lint
 	$(VENV)/bin/python -m pytest
 	$(VENV6)/bin/python -m pytest -m "not servers"
 	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
+	$(VENV6)/bin/python -m pytest tests/servers/test_seen.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(MAKE) django-suite
 
 # Django's own request-handling tests without and with the plugin: no failure may be new.

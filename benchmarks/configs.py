@@ -78,6 +78,13 @@ CONFIGS: Final = {
             _NO_TRACING,
         ),
         Config("plugin-noop", "plugin, tracing with the API no-op tracer", (PLUGIN,), _PLUGIN_APPS),
+        Config(
+            "plugin-watch",
+            "plugin, metrics only, every client watched (SENT_OTEL_WATCH_DISCONNECTS=True)",
+            (PLUGIN,),
+            _PLUGIN_APPS,
+            {**_NO_TRACING, "SENT_OTEL_WATCH_DISCONNECTS": True},
+        ),
         Config("plugin-sdk", "plugin, SDK spans + metrics", (PLUGIN,), _PLUGIN_APPS, sdk=True),
         Config(
             "plugin-otel-metrics",

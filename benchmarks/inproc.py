@@ -53,8 +53,14 @@ def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any =
     return None
 
 
-def wsgi_runner(handler: Any, path: str = WSGI_PATH) -> Callable[[int], None]:
+def wsgi_runner(
+    handler: Any, path: str = WSGI_PATH, connection: Any = None
+) -> Callable[[int], None]:
+    """``connection``: a connected socket handed to the application as gunicorn does
+    (``gunicorn.socket``), one keep-alive connection for every request."""
     base = wsgi_environ(path)
+    if connection is not None:
+        base["gunicorn.socket"] = connection
 
     def run(n: int) -> None:
         for _ in range(n):

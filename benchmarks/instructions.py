@@ -40,6 +40,7 @@ DEFAULT_CONFIGS = (
     "plugin-metrics",
     "plugin-otel-metrics",
     "plugin-noop",
+    "plugin-watch",
     "floor-span",
     "plugin-sdk",
     "django-prometheus",
@@ -84,10 +85,16 @@ def _loop(n: int, warmup: int, path: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     from benchmarks import app, inproc
 
+    connection = peer = None
+    if configs.get(os.environ[configs.ENV_VAR]).settings.get("SENT_OTEL_WATCH_DISCONNECTS"):
+        import socket
+
+        # A connected socket the watcher can register, its peer kept open (a client waiting).
+        connection, peer = socket.socketpair()
     if app.config().asgi:
         run = inproc.asgi_runner(app.asgi_application(), path)
     else:
-        run = inproc.wsgi_runner(app.wsgi_application(), path)
+        run = inproc.wsgi_runner(app.wsgi_application(), path, connection)
     run(warmup)
     # The cyclic collector is off for the measured requests. Its work depends on how much is
     # alive when it runs, not on the code measured: spans waiting in the SDK's batch queue
@@ -96,6 +103,8 @@ def _loop(n: int, warmup: int, path: str) -> None:
     gc.collect()
     gc.disable()
     run(n)
+    if peer is not None:
+        peer.close()
 
 
 def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) -> tuple[int, int]:

@@ -33,7 +33,12 @@ ROOT_URLCONF = "example.urls"
 WSGI_APPLICATION = "example.wsgi.application"
 ASGI_APPLICATION = "example.asgi.application"
 
-DATABASES: dict[str, dict[str, str]] = {}
+# SQLite, Django's default: the report/ view's long query runs on it (nothing is stored).
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+# Watch every request's client, so that django_http_abandoned_work_seconds_total covers all
+# traffic (the views that register on_disconnect() are watched anyway).
+SENT_OTEL_WATCH_DISCONNECTS = os.environ.get("EXAMPLE_WATCH_DISCONNECTS", "1") == "1"
 
 TEMPLATES = [
     {

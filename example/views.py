@@ -1,13 +1,15 @@
-"""Views people recognise: a home page, a JSON API, a streamed CSV export, a large download."""
+"""Views people recognise: a home page, a JSON API, a streamed CSV export, a large download,
+and work that stops when its client leaves (a report query, token streams, a view in steps)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -21,7 +23,7 @@ from django.http import (
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from django_sent_otel import on_delivered
+from django_sent_otel import is_disconnected, on_delivered, on_disconnect
 from django_sent_otel.delivery import Delivery
 
 audit = logging.getLogger("example.audit")
@@ -133,3 +135,80 @@ def download(request: HttpRequest) -> FileResponse:
     """A large file, sent with sendfile by gunicorn (the plugin never reads it)."""
     path = _download_file()
     return FileResponse(path.open("rb"), as_attachment=True, filename="example-download.bin")
+
+
+# Stopping the work nobody will receive (docs: "Knowing the client left while the work runs").
+# Each view takes ?watch=0 to ignore its client leaving: the "before" of the docs' figures.
+
+#: Rows the report's query counts: a recursive query that runs for seconds on SQLite.
+REPORT_ROWS = 10_000_000
+REPORT_SQL = (
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < %s) "
+    "SELECT count(*) FROM n"
+)
+TOKENS = 100
+TOKEN_SECONDS = 0.05
+STEPS = 100
+STEP_SECONDS = 0.05
+
+
+def _watching(request: HttpRequest) -> bool:
+    return request.GET.get("watch") != "0"
+
+
+def report(request: HttpRequest) -> HttpResponse:
+    """A long SQLite query, interrupted the moment the user leaves."""
+    from django.db import OperationalError, connection
+
+    connection.ensure_connection()
+    if _watching(request):
+        # sqlite3's interrupt() is thread-safe: the watcher thread (WSGI) or the event loop
+        # (ASGI) makes the running query raise OperationalError("interrupted").
+        on_disconnect(request, connection.connection.interrupt)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(REPORT_SQL, [REPORT_ROWS])
+            (count,) = cursor.fetchone()
+    except OperationalError:
+        if is_disconnected(request):
+            audit.info("report cancelled: the client left")
+            return HttpResponse(status=499)  # nobody reads it; nginx's code for "client left"
+        raise
+    return JsonResponse({"rows": count})
+
+
+def _tokens(request: HttpRequest) -> Iterator[bytes]:
+    for i in range(TOKENS):
+        if _watching(request) and is_disconnected(request):
+            return  # stop producing (and paying for) tokens nobody reads
+        time.sleep(TOKEN_SECONDS)  # an upstream model producing the next token
+        yield f"token {i}\n".encode()
+
+
+def tokens(request: HttpRequest) -> StreamingHttpResponse:
+    """An LLM-style token stream from a sync generator."""
+    return StreamingHttpResponse(_tokens(request), content_type="text/plain")
+
+
+async def _atokens(request: HttpRequest) -> AsyncIterator[bytes]:
+    for i in range(TOKENS):
+        if _watching(request) and is_disconnected(request):
+            return
+        await asyncio.sleep(TOKEN_SECONDS)
+        yield f"token {i}\n".encode()
+
+
+async def atokens(request: HttpRequest) -> StreamingHttpResponse:
+    """The same stream from an async generator."""
+    return StreamingHttpResponse(_atokens(request), content_type="text/plain")
+
+
+def steps(request: HttpRequest) -> HttpResponse:
+    """A sync view doing its work in steps, checking between two of them."""
+    done = 0
+    for _ in range(STEPS):
+        if _watching(request) and is_disconnected(request):
+            break
+        time.sleep(STEP_SECONDS)  # one step of work
+        done += 1
+    return JsonResponse({"steps": done})

@@ -219,3 +219,62 @@ def test_has_receivers_falls_back_to_has_listeners() -> None:
 
     assert _compat.has_receivers(Other(), Delivery) is True
     assert _compat.has_receivers(Other(), object) is False
+
+
+# Knowing the client left: where each WSGI server keeps the connection.
+
+
+def test_runserver_keeps_the_socket_behind_wsgi_input() -> None:
+    """runserver's ``wsgi.input`` is Django's ``LimitedStream`` over the handler's ``rfile``,
+    whose raw ``SocketIO`` holds the socket (``_read.__self__.raw._sock``)."""
+    import socket as socket_module
+
+    from django.core.handlers.wsgi import LimitedStream
+
+    a, b = socket_module.socketpair()
+    try:
+        rfile = a.makefile("rb", -1)  # as socketserver.StreamRequestHandler makes it
+        environ = {"wsgi.input": LimitedStream(rfile, 0)}
+        assert _compat._runserver_socket(environ) is a
+        assert _compat.connection_of(environ) == a.fileno()
+        rfile.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_waitress_keeps_the_lookahead_on_the_channel() -> None:
+    """``waitress.client_disconnected`` is the channel's bound method; the channel's ``adj``
+    has ``channel_request_lookahead`` (0: waitress never notices a client leaving)."""
+    from waitress.adjustments import Adjustments
+    from waitress.channel import HTTPChannel
+
+    channel = HTTPChannel.__new__(HTTPChannel)
+    channel.adj = Adjustments(channel_request_lookahead=0)
+    probe = channel.check_client_disconnected
+    assert not _compat.waitress_looks_ahead(probe)
+    assert _compat.connection_of({"waitress.client_disconnected": probe}) is None
+    channel.adj = Adjustments(channel_request_lookahead=1)
+    assert _compat.waitress_looks_ahead(probe)
+    assert _compat.connection_of({"waitress.client_disconnected": probe}) is probe
+
+
+def test_gevent_keeps_the_originals_it_patched(tmp_path: Path) -> None:
+    """Under gevent's monkey-patching ``gevent.monkey.get_original`` still gives the OS's
+    ``epoll``, ``poll``, lock and thread start: checked in a patched child interpreter."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("gevent")
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import _thread, select\n"
+        "from django_sent_otel import _compat\n"
+        "assert _compat.real_epoll() is monkey.get_original('select', 'epoll')\n"
+        "assert _compat.real_poll() is not None\n"
+        "lock = _compat.real_lock()\n"
+        "assert type(lock) is monkey.get_original('_thread', 'LockType')\n"
+        "import threading\n"
+        "assert threading.Lock is not monkey.get_original('threading', 'Lock')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -22,7 +22,7 @@ SOURCE = Path(django_sent_otel.__file__).parent
 #: Lowest first. A module may import modules of strictly lower layers only.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("leaves", frozenset({"_version", "_logging", "_names", "_compat", "package"})),
-    ("core", frozenset({"delivery"})),
+    ("core", frozenset({"delivery", "watcher"})),
     ("sinks", frozenset({"metrics", "tracing", "otel_metrics", "signals"})),
     ("settings", frozenset({"conf"})),
     ("pipeline", frozenset({"pipeline"})),

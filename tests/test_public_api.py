@@ -7,19 +7,28 @@ from django_sent_otel._version import __version__ as version
 
 
 def test_the_root_exports_the_public_names() -> None:
-    from django_sent_otel import Delivery, __version__, on_delivered, response_delivered
+    from django_sent_otel import (
+        Delivery,
+        __version__,
+        is_disconnected,
+        on_delivered,
+        on_disconnect,
+        response_delivered,
+    )
     from django_sent_otel.delivery import Delivery as CoreDelivery
     from django_sent_otel.signals import response_delivered as signal
 
     assert sorted(django_sent_otel.__all__) == [
         "Delivery",
         "__version__",
+        "is_disconnected",
         "on_delivered",
+        "on_disconnect",
         "response_delivered",
     ]
     assert Delivery is CoreDelivery
     assert response_delivered is signal
-    assert callable(on_delivered)
+    assert callable(on_delivered) and callable(is_disconnected) and callable(on_disconnect)
     assert __version__ == version
 
 

@@ -23,5 +23,6 @@ urlpatterns = [
     path("await-first/", views.await_first),
     path("slow-stream/", views.slow_stream),
     path("aslow-stream/", views.aslow_stream),
+    path("leave/", views.leave),
     path("", include("django_sent_otel.urls")),
 ]

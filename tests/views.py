@@ -20,7 +20,7 @@ from django.http import (
 
 import django_sent_otel
 from tests.harness.data import ensure_big_file
-from tests.harness.records import callback_for
+from tests.harness.records import append, callback_for, record_path, request_test_id
 
 SMALL_BODY = b"s" * 1024
 BIG_SIZE = 8 * 1024 * 1024
@@ -54,11 +54,12 @@ class CountingFile(io.FileIO):
 
 
 def _mark(request: HttpRequest) -> None:
-    """Create the file named by ``?marker=``: tells a test that the view is running."""
+    """Append a byte to the file named by ``?marker=``: tells a test that the view is running
+    (its size, how many such views started)."""
     marker = request.GET.get("marker")
     if marker:
-        with open(marker, "ab"):
-            pass
+        with open(marker, "ab") as f:
+            f.write(b".")
 
 
 def small(request: HttpRequest) -> HttpResponse:
@@ -185,6 +186,43 @@ async def async_small(request: HttpRequest) -> HttpResponse:
 
 def crash(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("the view failed (on purpose)")
+
+
+#: How long ``leave/`` works at most when nobody leaves, and its step.
+LEAVE_SECONDS = 10.0
+LEAVE_STEP = 0.01
+
+
+def _leave_record(request: HttpRequest, kind: str, **fields: Any) -> None:
+    path = record_path()
+    if path:
+        append(
+            path, {"kind": kind, "test_id": request_test_id(request), "pid": os.getpid(), **fields}
+        )
+
+
+def leave(request: HttpRequest) -> HttpResponse:
+    """Works in small steps for ``?seconds=`` (default :data:`LEAVE_SECONDS`) or until its
+    client leaves. Its ``on_disconnect`` callback records a ``kind: "left"`` line (wall-clock
+    time), the view a ``kind: "leave"`` line when it stops (``?watch=0``: no callback)."""
+    seconds = float(request.GET.get("seconds", LEAVE_SECONDS))
+    registered = None
+    if request.GET.get("watch") != "0":
+
+        def left() -> None:
+            _leave_record(request, "left", at=time.time())
+
+        registered = django_sent_otel.on_disconnect(request, left)
+    _mark(request)
+    started = time.time()
+    seen = None
+    while time.time() - started < seconds:
+        if django_sent_otel.is_disconnected(request):
+            seen = time.time()
+            break
+        time.sleep(LEAVE_STEP)
+    _leave_record(request, "leave", registered=registered, seen_at=seen, stopped_at=time.time())
+    return HttpResponse(b"done\n", content_type="text/plain")
 
 
 def expected_body_size(name: str) -> int:

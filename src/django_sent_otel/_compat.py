@@ -221,3 +221,93 @@ def file_to_stream(response: Any) -> Any:
     which its WSGI handler itself hands to ``wsgi.file_wrapper`` (sendfile). Reading it keeps
     that body untouched and tells how far the server read the file."""
     return getattr(response, "file_to_stream", None)
+
+
+# Knowing the client left while a WSGI view runs: where each server keeps the connection.
+
+
+def _original(module: str, name: str) -> Any:
+    """The attribute before gevent's monkey-patching replaced it (itself when unpatched).
+
+    Under gunicorn's gevent worker ``threading`` and ``select`` are gevent's: the disconnect
+    watcher needs a real thread blocking in a real ``epoll``, or it would block the hub."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None:
+        try:
+            return gevent_monkey.get_original(module, name)
+        except Exception:
+            pass
+    return getattr(sys.modules.get(module) or __import__(module), name)
+
+
+def real_epoll() -> Any:
+    """``select.epoll`` as the OS offers it (OSError where there is none: not Linux)."""
+    try:
+        return _original("select", "epoll")
+    except AttributeError:
+        raise OSError("epoll is not available on this platform") from None
+
+
+def real_poll() -> Any:
+    """``select.poll`` as the OS offers it, or None (gevent's aggressive patching removes it)."""
+    try:
+        return _original("select", "poll")
+    except AttributeError:
+        return None
+
+
+def real_lock() -> Any:
+    """A lock of the OS, even under gevent: held for a few instructions by the watcher's
+    thread and the request's, never across a switch, so it can never block the hub."""
+    return _original("_thread", "allocate_lock")()
+
+
+def start_real_thread(target: Any) -> None:
+    """Run ``target`` on a new OS thread, even when gevent patched ``threading`` (no
+    ``threading.Thread``: its start-up handshake waits on a lock that gevent replaced)."""
+    _original("_thread", "start_new_thread")(target, ())
+
+
+def _runserver_socket(environ: Any) -> Any:
+    """runserver (wsgiref): ``wsgi.input`` is Django's ``LimitedStream`` over the handler's
+    ``rfile``, whose raw ``SocketIO`` holds the connection (``LimitedStream._read`` is the
+    bound ``rfile.read``, ``SocketIO._sock`` the socket)."""
+    stream = environ.get("wsgi.input")
+    rfile = getattr(getattr(stream, "_read", None), "__self__", None)
+    return getattr(getattr(rfile, "raw", None), "_sock", None)
+
+
+def waitress_looks_ahead(probe: Any) -> bool:
+    """Whether waitress reads on while the application runs (``channel_request_lookahead``
+    > 0), without which its ``client_disconnected()`` never turns True: the setting lives in
+    the channel's ``adj`` (``Adjustments``), the callable being the channel's bound method.
+    Unknown (another shape): assumed on."""
+    adj = getattr(getattr(probe, "__self__", None), "adj", None)
+    lookahead = getattr(adj, "channel_request_lookahead", None)
+    return not isinstance(lookahead, int) or lookahead > 0
+
+
+def connection_of(environ: Any) -> int | Any | None:
+    """How to know the client of a WSGI request left: the connection's file descriptor, a
+    callable answering "gone?" (waitress), or None (the server offers neither: granian).
+
+    Must run on the request's thread (uWSGI's ``connection_fd()`` is the current request's).
+    - gunicorn (sync, gthread, gevent): ``environ["gunicorn.socket"]``.
+    - uWSGI: ``uwsgi.connection_fd()``.
+    - waitress: ``environ["waitress.client_disconnected"]``, which notices a client that left
+      only with ``channel_request_lookahead`` > 0 (the channel reads on while the view runs).
+    - runserver: the socket behind ``wsgi.input`` (see :func:`_runserver_socket`).
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        return int(sock.fileno())
+    probe = environ.get("waitress.client_disconnected")
+    if probe is not None:
+        return probe if waitress_looks_ahead(probe) else None
+    if "uwsgi.version" in environ:
+        uwsgi = sys.modules.get("uwsgi")
+        return None if uwsgi is None else int(uwsgi.connection_fd())
+    sock = _runserver_socket(environ)
+    if sock is not None:
+        return int(sock.fileno())
+    return None

@@ -26,6 +26,8 @@ DEFAULT_BUCKETS: Final = (
 SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
 #: ``delivered`` or the failure reason, in the package's own attribute namespace.
 OUTCOME_ATTRIBUTE: Final = "django_sent_otel.delivery.outcome"
+#: Seconds from request start until the client was known gone (set only then).
+DISCONNECTED_AT_ATTRIBUTE: Final = "django_sent_otel.client.disconnected_at"
 #: Seconds from request start until the first body byte (bodiless: the headers) was handed
 #: to the server; left out when the response never got that far.
 TIME_TO_FIRST_BYTE_ATTRIBUTE: Final = "django_sent_otel.response.time_to_first_byte"

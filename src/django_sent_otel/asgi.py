@@ -61,6 +61,9 @@ class DeliveryASGIMiddleware:
                 and not sending_final[0]
                 and not tracker.done
             ):
+                # Django's listener reads receive() while the view runs (sync views too, in
+                # their thread): the moment is known here, callbacks run on the event loop.
+                tracker.client_left()
                 tracker.finish(CLIENT_DISCONNECT)
             return message
 
@@ -99,6 +102,11 @@ class DeliveryASGIMiddleware:
         except BaseException as exc:
             tracker.finish(classify(exc))
             raise
+        finally:
+            # The application stopped working on the request (a sync view Django could not
+            # cancel returns only now): the work after the client left is counted once.
+            if tracker.disconnected_at is not None:
+                tracker.work_stopped()
         # Returned without the final body message: the response was cut short.
         tracker.finish(CLIENT_DISCONNECT)
 
@@ -145,6 +153,7 @@ def _dropped(gone: Callable[[], bool], tracker: Tracker) -> bool:
     if not gone():
         return False
     if not tracker.done:
+        tracker.client_left()
         tracker.finish(CLIENT_DISCONNECT)
     return True
 

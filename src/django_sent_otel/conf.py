@@ -229,6 +229,7 @@ SETTINGS: Final = (
     Setting("OTEL_METRICS_ENABLED", False, _bool),
     Setting("TRACING_ENABLED", True, _bool),
     Setting("TRACER_PROVIDER", None, _provider),
+    Setting("WATCH_DISCONNECTS", False, _bool),
 )
 
 
@@ -267,6 +268,7 @@ class Settings:
     OTEL_METRICS_ENABLED: bool
     TRACING_ENABLED: bool
     TRACER_PROVIDER: Any  # a provider, its class or a factory
+    WATCH_DISCONNECTS: bool
 
 
 def _property(setting: Setting) -> property:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, NamedTuple, Protocol
 
-from ._compat import new_tuple
+from ._compat import new_tuple, real_lock
 from ._logging import log_once
 from ._names import OTHER, UNMATCHED
 
@@ -194,7 +194,8 @@ def sending() -> int:
 
 def _forked() -> None:
     """In a forked child the parent's responses in flight are not this process's."""
-    global _returns, _ends, _count_returned, _count_ended, _sending_lock
+    global _returns, _ends, _count_returned, _count_ended, _sending_lock, _leave_lock
+    _leave_lock = real_lock()
     _returns, _ends = itertools.count(), itertools.count()
     _count_returned, _count_ended = _returns.__next__, _ends.__next__
     _sending_lock = threading.Lock()
@@ -220,11 +221,14 @@ class Tracker:
     __slots__ = (
         "_delivery",
         "_open",
+        "_work_stopped",  # unset until work_stopped() accounted the abandoned work
         "bytes_sent",
         "callbacks",  # on_delivered() appends, the signal sink runs them
         "chunks",
+        "disconnected_at",
         "duration",
         "first_byte_at",
+        "leave_callbacks",  # on_disconnect() appends, client_left() runs them
         "method",
         "reason",
         "request",
@@ -236,12 +240,14 @@ class Tracker:
         "sinks",
         "started_at",
         "status_code",
+        "unwatch",
         *TRACING_SLOTS,
     )
     reason: str | None
     duration: float
     send_duration: float
     _delivery: Delivery
+    _work_stopped: bool
 
     def __init__(
         self,
@@ -262,6 +268,11 @@ class Tracker:
         self.span: Any = None
         self.trace_start: Any = None
         self.callbacks: list[Callable[[Delivery], object]] | None = None
+        #: When the client was known gone (``perf_counter``), None until then.
+        self.disconnected_at: float | None = None
+        self.leave_callbacks: list[Callable[[], object]] | None = None
+        #: Set by an adapter watching the client (:meth:`watch`): stops it, at the outcome.
+        self.unwatch: Callable[[], object] | None = None
         self.route = UNMATCHED
         self.status_code = self.bytes_sent = self.chunks = 0
         #: When the first body byte (bodiless: the headers) was handed to the server.
@@ -274,6 +285,11 @@ class Tracker:
     @property
     def done(self) -> bool:
         return not self._open
+
+    @property
+    def delivered(self) -> bool:
+        """The outcome is decided and is "delivered" (False while open or after a failure)."""
+        return not self._open and getattr(self, "reason", True) is None
 
     @property
     def outcome(self) -> str:
@@ -360,6 +376,8 @@ class Tracker:
         except IndexError:
             return False
         end = perf_counter() if at is None else at
+        if self.unwatch is not None:
+            self._stop_watching()
         returned = self.returned_at
         if returned is None:
             if self.request is not None:
@@ -374,6 +392,12 @@ class Tracker:
         duration = end - self.started_at
         self.duration = duration if duration > 0.0 else 0.0
         self.reason = reason
+        if reason == CLIENT_DISCONNECT and self.disconnected_at is None:
+            self.disconnected_at = end  # known gone now, when the work is over
+        if self.leave_callbacks is not None:
+            # The request is over: they never run (adapters report a client that left
+            # while the work ran before they decide, see client_left()).
+            self.leave_callbacks = None
         for sink in self.sinks:
             try:
                 sink.finished(self)
@@ -382,6 +406,76 @@ class Tracker:
         self.request = self.response = self.span = self.trace_start = None
         self.callbacks = None
         return True
+
+    # The client leaving while the work runs (see :func:`django_sent_otel.on_disconnect`).
+
+    def client_left(self, at: float | None = None) -> bool:
+        """An adapter saw the client gone: record the first moment and run the
+        ``on_disconnect`` callbacks once, unless the response was delivered already (a
+        client that read everything and closed). True when this call recorded it."""
+        with _leave_lock:
+            if self.disconnected_at is not None or self.delivered:
+                return False
+            self.disconnected_at = perf_counter() if at is None else at
+            callbacks, self.leave_callbacks = self.leave_callbacks, None
+        if callbacks:
+            run_leave_callbacks(callbacks)
+        return True
+
+    def add_leave_callback(self, callback: Callable[[], object]) -> bool:
+        """Run ``callback()`` when the client leaves (at once if it already left). False
+        when the response was delivered: it will never run."""
+        with _leave_lock:
+            if self.delivered:
+                return False
+            if self.disconnected_at is None:
+                if self.leave_callbacks is None:
+                    self.leave_callbacks = [callback]
+                else:
+                    self.leave_callbacks.append(callback)
+                return True
+        run_leave_callbacks((callback,))
+        return True
+
+    def watch(self) -> bool:
+        """Start watching the client (the adapter's knowledge: the WSGI middleware's tracker
+        registers the request's connection with the watcher). The base tracker is the ASGI
+        wrapper's, which sees ``http.disconnect`` as Django's listener reads it: nothing to
+        start. False when this request cannot be watched."""
+        return True
+
+    def _stop_watching(self) -> None:
+        unwatch, self.unwatch = self.unwatch, None
+        try:
+            if unwatch is not None:
+                unwatch()
+        except Exception:
+            log_once(logger, "django-sent-otel: could not stop watching a client", error=True)
+
+    def check_disconnected(self) -> bool:
+        """Whether the client is gone, asked now without blocking (``is_disconnected``)."""
+        return self.disconnected_at is not None
+
+    def work_stopped(self, at: float | None = None) -> None:
+        """The application stopped working on the request (view returned and body iteration
+        ended, or the ASGI application returned): the time since the client was known gone
+        is abandoned work, told to the sinks that count it, once."""
+        left = self.disconnected_at
+        if left is None:
+            return
+        try:
+            self._work_stopped  # noqa: B018 - set once accounted
+            return
+        except AttributeError:
+            self._work_stopped = True
+        seconds = (perf_counter() if at is None else at) - left
+        for sink in self.sinks:
+            abandoned = getattr(sink, "abandoned", None)
+            if abandoned is not None:
+                try:
+                    abandoned(self, seconds if seconds > 0.0 else 0.0)
+                except Exception:
+                    _sink_failed(sink, "abandoned")
 
     @property
     def delivery(self) -> Delivery:
@@ -410,6 +504,27 @@ class Tracker:
         )
         self._delivery = delivery
         return delivery
+
+
+#: Guards the hand-over between a client leaving (on the watcher's thread or the event loop)
+#: and a callback registered at that moment: each callback runs exactly once. Taken only by
+#: requests that register or are seen leaving.
+_leave_lock = real_lock()
+
+_LEAVE_CALLBACK_RAISED = (
+    "django-sent-otel: on_disconnect callback %r raised (logged once; the response is not affected)"
+)
+
+
+def run_leave_callbacks(callbacks: Sequence[Callable[[], object]]) -> None:
+    """Run ``on_disconnect`` callbacks in order; an exception is logged once, never raised."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            name = getattr(callback, "__qualname__", type(callback).__qualname__)
+            key = f"leave callback {getattr(callback, '__module__', '')}.{name}"
+            log_once(logger, _LEAVE_CALLBACK_RAISED, callback, key=key, error=True)
 
 
 _CALLBACK_RAISED = (

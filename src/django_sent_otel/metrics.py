@@ -75,6 +75,9 @@ FIRST_BYTE_HELP: Final = (
 UNDELIVERED_HELP: Final = (
     "Time from request start until the failure was known, for responses not fully delivered."
 )
+ABANDONED_HELP: Final = (
+    "Seconds the application kept working on requests after their client was known gone."
+)
 
 _OUTCOME_LABELS: Final = ("method", "route", "status")
 _ROUTE_LABELS: Final = ("method", "route")
@@ -120,6 +123,7 @@ class _Route:
     """The numbers of one (method, route): its histograms and the byte counter."""
 
     __slots__ = (
+        "abandoned_seconds",
         "created",
         "duration_counts",
         "duration_sum",
@@ -138,6 +142,7 @@ class _Route:
         self.labels = labels
         self.created = time.time()
         self.sent_bytes = 0
+        self.abandoned_seconds = 0.0
         self.duration_sum = 0.0
         self.send_sum = 0.0
         # Per bucket, not cumulative (as prometheus_client keeps them); summed at scrape.
@@ -203,6 +208,7 @@ class DeliveryMetrics:
             f"{prefix}http_time_to_first_byte_seconds",
             f"{prefix}http_undelivered_duration_seconds",
         )
+        self.abandoned_name = f"{prefix}http_abandoned_work_seconds"
         self._series: dict[_Key, _Series] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._undelivered: dict[tuple[str, str, str], _Histogram] = {}
@@ -354,6 +360,16 @@ class DeliveryMetrics:
             last[at] = now
             numbers.first_byte_traces[k] = (ctx.trace_id, ctx.span_id, first, wall)  # type: ignore[assignment]
 
+    def record_abandoned(self, method: str, route: str, seconds: float) -> None:
+        """Add the seconds the application worked on a request after its client left."""
+        key = (method, route)
+        with self._lock:
+            numbers = self._routes.get(key)
+            if numbers is None:
+                numbers = self._routes[key] = _Route(key, len(self.bounds))
+            numbers.abandoned_seconds += seconds
+        self.start_writer()
+
     def _add(self, method: str, route: str, status_code: int, reason: str | None) -> _Series:
         """The record of a new label set (and of its method and route if new)."""
         with self._lock:
@@ -427,6 +443,7 @@ class DeliveryMetrics:
         yield GaugeMetricFamily(sending, SENDING_HELP)
         yield HistogramMetricFamily(first, FIRST_BYTE_HELP, labels=_ROUTE_LABELS)
         yield HistogramMetricFamily(gone, UNDELIVERED_HELP, labels=_REASON_LABELS)
+        yield CounterMetricFamily(self.abandoned_name, ABANDONED_HELP, labels=_ROUTE_LABELS)
 
     def empty(self) -> Iterator[Metric]:
         """Every family as a scrape shows it before any response: no series, the gauge 0."""
@@ -474,6 +491,12 @@ class DeliveryMetrics:
         yield self._histogram(
             names[7], UNDELIVERED_HELP, _REASON_LABELS, gone, field="numbers", created=created
         )
+        abandoned = CounterMetricFamily(self.abandoned_name, ABANDONED_HELP, labels=_ROUTE_LABELS)
+        for route in routes:
+            abandoned.add_metric(
+                route.labels, route.abandoned_seconds, route.created if created else None
+            )
+        yield abandoned
 
     def _histogram(
         self,
@@ -525,10 +548,19 @@ class _HistogramCopy:
 class _RouteCopy:
     """A scrape's copy of one :class:`_Route`, taken under the lock."""
 
-    __slots__ = ("created", "duration", "first_byte", "labels", "send", "sent_bytes")
+    __slots__ = (
+        "abandoned_seconds",
+        "created",
+        "duration",
+        "first_byte",
+        "labels",
+        "send",
+        "sent_bytes",
+    )
 
     def __init__(self, route: _Route) -> None:
         self.labels = route.labels
+        self.abandoned_seconds = route.abandoned_seconds
         self.created = route.created
         self.sent_bytes = route.sent_bytes
         self.duration = (
@@ -660,6 +692,8 @@ class _MultiprocessWriter:
                     bucket: _Labels = (bucket_names, (*route.labels, le))
                     write("histogram", name, "_bucket", bucket, count, help_text=help_text)
             write("counter", sent_bytes, "_total", labels, route.sent_bytes, help_text=BYTES_HELP)
+            abandoned = (owner.abandoned_name, route.abandoned_seconds)
+            write("counter", abandoned[0], "_total", labels, abandoned[1], help_text=ABANDONED_HELP)
         for copy in undelivered:
             total, counts, _ = copy.numbers
             reason_labels: _Labels = (_REASON_LABELS, copy.labels)
@@ -805,3 +839,7 @@ class MetricsSink:
 
     def _finished_with_exemplar(self, tracker: Tracker) -> None:
         self.metrics.record(tracker, tracker.span)
+
+    def abandoned(self, tracker: Tracker, seconds: float) -> None:
+        """The application stopped working ``seconds`` after the client was known gone."""
+        self.metrics.record_abandoned(tracker.method, tracker.route, seconds)

@@ -23,7 +23,13 @@ from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
 
 from . import pipeline
-from ._compat import body_size, current_exception, file_to_stream, wrap_stream_iterator
+from ._compat import (
+    body_size,
+    connection_of,
+    current_exception,
+    file_to_stream,
+    wrap_stream_iterator,
+)
 from ._logging import log_once
 from .delivery import (
     CLIENT_DISCONNECT,
@@ -34,8 +40,14 @@ from .delivery import (
     classify,
     is_bodiless,
 )
+from .watcher import get_watcher, socket_gone
 
 logger = logging.getLogger(__name__)
+_UNWATCHABLE = (
+    "django-sent-otel: this server does not tell when a client leaves while the view runs "
+    "(see the docs' table 'Seen while the view runs'); is_disconnected() answers False and "
+    "on_disconnect() callbacks run only if the failure is seen otherwise"
+)
 _NO_WRAPPER = (
     "django-sent-otel: running under ASGI without the delivery wrapper: client disconnects of "
     "non-streaming responses and exceptions escaping Django are not observable. Use "
@@ -93,6 +105,70 @@ class _Tracked(Tracker):
             type(response).close(response)
         finally:
             self.finish(reason)
+            if self.disconnected_at is not None:  # the view and the body are done now
+                self.work_stopped()
+
+    # Knowing the client left while the view runs: the server's connection, watched.
+
+    def client_left(self, at: float | None = None) -> bool:
+        """Only while the application works: the view runs, or a streaming body is still
+        being produced. A client that read a whole body and closed before the server called
+        ``close()`` did not leave early (the watcher may see its close first)."""
+        if self.returned_at is not None and (
+            getattr(self, "ending", None) is not _stream_end or self.exhausted
+        ):
+            return False
+        return super().client_left(at)
+
+    def watch(self) -> bool:
+        """Register the request's connection with the process's watcher (once)."""
+        if self.unwatch is not None or self.disconnected_at is not None:
+            return True
+        request = self.request
+        if request is None or self.done:
+            return False
+        if "scope" in request.__dict__:
+            # ASGI without the wrapper: Django's listener cancels the request when the
+            # client leaves, and the middleware reports it (see __acall__).
+            return True
+        try:
+            source = connection_of(request.META)
+            if source is None:
+                log_once(logger, _UNWATCHABLE)
+                return False
+            watcher = get_watcher()
+            if isinstance(source, int):
+                handle = watcher.add(source, self.client_left)
+            else:
+                handle = watcher.add_probe(source, self.client_left)
+            if handle is None:
+                return False
+            self.unwatch = partial(watcher.remove, handle)
+            if not self._open:  # finished meanwhile (another thread closed the response)
+                self._stop_watching()
+            return True
+        except Exception:
+            log_once(logger, "django-sent-otel: could not watch a client", error=True)
+            return False
+
+    def check_disconnected(self) -> bool:
+        """Gone already, or (when no watcher reports) asked of the connection now."""
+        if self.disconnected_at is not None:
+            return True
+        request = self.request
+        if self.unwatch is not None or request is None:
+            return False
+        try:
+            source = connection_of(request.META)
+            if isinstance(source, int):
+                gone = socket_gone(source)
+            else:
+                gone = source is not None and bool(source())
+        except Exception:
+            return False
+        if gone:
+            self.client_left()
+        return gone
 
 
 # How the other kinds of body tell their outcome at close().
@@ -289,7 +365,9 @@ class DeliveryMiddleware:
         try:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
         except asyncio.CancelledError:
-            # The client left while the view ran: Django sends nothing and closes nothing.
+            # The client left while the view ran (Django's listener saw http.disconnect and
+            # cancelled the request): Django sends nothing and closes nothing.
+            tracker.client_left()
             tracker.finish(CLIENT_DISCONNECT)
             raise
         _returned(request, response, tracker)
@@ -313,6 +391,8 @@ def _start(request: HttpRequest) -> Tracker | None:
             return None
         tracker = _Tracked(request.method, rt.sinks, rt.returned_sinks, request)
         attrs[TRACKER_ATTR] = tracker
+        if rt.watch_disconnects:
+            tracker.watch()
         return tracker
     except Exception:
         logger.exception("django-sent-otel: could not start tracking a request")
@@ -383,5 +463,7 @@ def _returned(request: HttpRequest, response: HttpResponseBase, tracker: Tracker
                 response.streaming_content = _watch_sync_body(content, tracker, raw=False)  # type: ignore[attr-defined]
         tracker.closing = response
         response.close = tracker.close  # type: ignore[method-assign]
+        if tracker.unwatch is not None and tracker.ending is not _stream_end:
+            tracker._stop_watching()  # the work is done: only the server's sending is left
     except Exception:
         logger.exception("django-sent-otel: could not observe a response")

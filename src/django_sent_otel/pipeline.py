@@ -42,6 +42,7 @@ class Runtime:
         "returned_sinks",
         "sinks",
         "url_excluded",
+        "watch_disconnects",
     )
 
     def __init__(
@@ -51,8 +52,12 @@ class Runtime:
         sinks: Sequence[Sink],
         metrics: Any = None,
         url_excluded: Any = None,
+        *,
+        watch_disconnects: bool = False,
     ) -> None:
         self.enabled = enabled
+        #: ``SENT_OTEL_WATCH_DISCONNECTS``: watch every WSGI request's client.
+        self.watch_disconnects = watch_disconnects
         #: Whether a path is excluded (run on every request).
         self.is_excluded: Callable[[str], bool] = (
             frozenset[str]().__contains__ if excluded is None else excluded.matcher()
@@ -162,6 +167,7 @@ def build() -> Runtime:
         sinks,
         None if metrics_sink is None else metrics_sink.metrics,
         url_excluded=_url_excluded(),
+        watch_disconnects=conf.WATCH_DISCONNECTS,
     )
 
 

@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ._compat import UNKNOWN, current_context, span_in, tracer_provider_set
 from ._names import (
     CHUNKS_ATTRIBUTE,
+    DISCONNECTED_AT_ATTRIBUTE,
     OUTCOME_ATTRIBUTE,
     SCHEMA_URL,
     TIME_TO_FIRST_BYTE_ATTRIBUTE,
@@ -168,6 +169,9 @@ class TracingSink:
         first = tracker.time_to_first_byte
         if first is not None:
             attributes[TIME_TO_FIRST_BYTE_ATTRIBUTE] = first
+        left = tracker.disconnected_at
+        if left is not None:  # seconds from request start until the client was seen leaving
+            attributes[DISCONNECTED_AT_ATTRIBUTE] = max(left - tracker.started_at, 0.0)
         # Positional: start_span(name, context, kind, attributes, links, start_time).
         span = self.tracer.start_span(SPAN_NAME, parent, _INTERNAL, attributes, None, started)
         if reason is not None and span.is_recording():

@@ -66,6 +66,8 @@ class Abort:
     body_received: int = 0
     #: The whole body had already arrived when the client aborted (nothing left to cut).
     complete: bool = False
+    #: Wall-clock time (``time.time()``) just before the client reset, closed or half-closed.
+    left_at: float = 0.0
 
 
 @dataclass
@@ -399,6 +401,24 @@ def abort_after(
         reset(sock)
 
 
+#: How a client leaves: ``reset`` (RST), ``close`` (a plain close: FIN), ``half-close``
+#: (``shutdown(SHUT_WR)``, then it reads on until the server closes).
+LEAVES = ("reset", "close", "half-close")
+
+
+def _leave(sock: socket.socket, how: str, deadline: float) -> None:
+    if how == "reset":
+        reset(sock)
+        return
+    if how == "half-close":
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            reader = _Reader(sock, deadline)
+            while reader._fill():
+                reader.buffer.clear()
+    sock.close()
+
+
 def abort_while_running(
     port: int,
     path_with_marker: str,
@@ -406,11 +426,15 @@ def abort_while_running(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     headers: Mapping[str, str] | None = None,
+    how: str = "reset",
 ) -> Abort:
-    """Send the request, wait until the view created ``marker_path``, then close with RST.
+    """Send the request, wait until the view created ``marker_path``, then leave: close with
+    RST, or as ``how`` says (one of :data:`LEAVES`).
 
     ``path_with_marker`` is the path; ``?marker=<marker_path>`` is appended when absent.
     """
+    if how not in LEAVES:
+        raise ValueError(f"how must be one of {LEAVES}, got {how!r}")
     marker = os.fspath(marker_path)
     path = path_with_marker
     if "marker=" not in path:
@@ -426,9 +450,11 @@ def abort_while_running(
                     f"the view behind {path} did not create {marker} within {timeout:.0f}s"
                 )
             time.sleep(0.01)
-        return Abort(test_id, None)
+        left_at = time.time()
+        _leave(sock, how, deadline)
+        return Abort(test_id, None, left_at=left_at)
     finally:
-        reset(sock)
+        sock.close()  # after _leave: a no-op
 
 
 @dataclass(frozen=True)
@@ -628,3 +654,62 @@ class KeepAliveClient:
         if "close" in headers.get("connection", "").lower():
             self.close()
         return status, length
+
+
+def pipelined(
+    port: int, paths: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT
+) -> list[Response]:
+    """Send every request at once on one connection (HTTP/1.1 pipelining), then read the
+    responses in order, until the server closes the connection (a server without keep-alive
+    answers only the first); the last request asks the server to close."""
+    paths = list(paths)
+    ids = [new_test_id() for _ in paths]
+    data = b"".join(
+        request_bytes(port, path, test_id=test_id, keep_alive=i < len(paths) - 1)
+        for i, (path, test_id) in enumerate(zip(paths, ids, strict=True))
+    )
+    responses = []
+    with connect(port, timeout) as sock:
+        sock.sendall(data)
+        reader = _Reader(sock, time.monotonic() + timeout)
+        for test_id in ids:
+            if responses and not reader.buffer and not reader._fill():
+                break  # closed after the previous response
+            status, headers = reader.head()
+            complete, framing = _read_body(reader, status, headers, "GET", None)
+            responses.append(Response(test_id, status, headers, reader.body, complete, framing))
+    return responses
+
+
+def slow_upload(
+    port: int,
+    path: str,
+    marker_path: str | os.PathLike[str] | None,
+    *,
+    size: int = 64 * 1024,
+    pause: float = 0.5,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Response:
+    """POST ``size`` bytes: half of them, then (once the view created ``marker_path``) a pause
+    of ``pause`` seconds, then the rest; returns the response. Without ``marker_path`` (an
+    ASGI server: Django reads the whole body before the view runs) the pause follows the
+    first half at once."""
+    marker = "" if marker_path is None else os.fspath(marker_path)
+    if marker:
+        path += ("&" if "?" in path else "?") + "marker=" + quote(marker, safe="")
+    test_id = new_test_id()
+    headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+    with connect(port, timeout) as sock:
+        sock.sendall(request_bytes(port, path, method="POST", test_id=test_id, headers=headers))
+        sock.sendall(b"u" * (size // 2))
+        deadline = time.monotonic() + timeout
+        while marker and not os.path.exists(marker):
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"the view behind {path} did not start within {timeout:.0f}s")
+            time.sleep(0.01)
+        time.sleep(pause)  # the upload still arriving, slowly: not a fixed wait on the server
+        sock.sendall(b"u" * (size - size // 2))
+        reader = _Reader(sock, deadline)
+        status, response_headers = reader.head()
+        complete, framing = _read_body(reader, status, response_headers, "POST", None)
+        return Response(test_id, status, response_headers, reader.body, complete, framing)

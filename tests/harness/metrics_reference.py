@@ -82,6 +82,12 @@ class ReferenceMetrics:
             buckets=buckets,
             **common,
         )
+        self.abandoned = Counter(
+            "http_abandoned_work_seconds",
+            "Seconds the application kept working on requests after their client was known gone.",
+            ["method", "route"],
+            **common,
+        )
         self.bounds = sorted(float(b) for b in buckets)
         self.interval = interval
         self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -106,6 +112,7 @@ class ReferenceMetrics:
                 if delivery.reason is None
                 else self.undelivered.labels(method, route, delivery.reason),
             )
+            self.abandoned.labels(method, route)  # every route shows it, from zero
         outcome, duration, send_duration, sent_bytes, first_byte, undelivered = children
         given = self._exemplars(key, delivery, span)
         if delivery.reason is None:

@@ -140,7 +140,8 @@ class ServerPool:
         self.big_file = big_file
         self.current: Running | None = None
 
-    def get(self, kind: str) -> Running:
+    def get(self, kind: str, extra_args: tuple[str, ...] = ()) -> Running:
+        """The running server of ``kind`` (started with ``extra_args``, for servers only)."""
         current = self.current
         if current is not None and current.kind == kind and not current.stopped:
             return current
@@ -168,6 +169,7 @@ class ServerPool:
             workers=WORKERS.get(kind, 1),
             log_dir=workdir,
             env={"SENT_OTEL_TEST_FILE": self.big_file},
+            extra_args=extra_args,
         )
         instance.start()
         self.current = Running(kind, instance, record, workdir)
