@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
+.PHONY: test suite-django5 suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
 
 # The tools live in pyproject.toml's [dependency-groups]: `pip install --group` needs pip 25.1+.
 $(VENV)/.installed: pyproject.toml
@@ -37,11 +37,18 @@ test: $(VENV)/.installed $(VENV6)/.installed
 	$(MAKE) lint
 	$(MAKE) dist
 	$(MAKE) docs
+	$(MAKE) -j2 --output-sync=target suite-django5 suite-django6
+	$(MAKE) django-suite
+
+# The two runs of `make test`, side by side: most of their time is spent waiting on real
+# servers and clients, so two cores serve both (each output is printed whole when it ends).
+suite-django5: $(VENV)/.installed
 	SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
+
+suite-django6: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest -m "not servers and not packaging"
 	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(VENV6)/bin/python -m pytest tests/servers/test_seen.py -k "uvicorn or hypercorn or daphne or granian-asgi"
-	$(MAKE) django-suite
 
 # sdist and wheel (the wheel built from the sdist, so the sdist is known to rebuild), checked
 # as PyPI would; tests/test_packaging.py installs this wheel when SENT_OTEL_DIST names dist/.
