@@ -31,7 +31,7 @@ DISCONNECTED_AT_ATTRIBUTE: Final = "django_sent_otel.client.disconnected_at"
 #: Seconds from request start until the first body byte (bodiless: the headers) was handed
 #: to the server; left out when the response never got that far.
 TIME_TO_FIRST_BYTE_ATTRIBUTE: Final = "django_sent_otel.response.time_to_first_byte"
-#: Body chunks (ASGI body messages with bytes, WSGI iterations) handed to the server.
+#: Body chunks (ASGI body messages, WSGI iterations) handed to the server.
 CHUNKS_ATTRIBUTE: Final = "django_sent_otel.response.chunks"
 #: A method outside the standard set, as the HTTP conventions spell it.
 OTHER_METHOD: Final = "_OTHER"
