@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import configs
@@ -64,9 +65,12 @@ STREAM_CONFIGS = (
     "plugin-metrics",
     "asgi-bare",
     "asgi-floor-send",
+    "asgi-floor-count",
     "asgi-plugin-metrics",
 )
 STREAM_CHUNKS = (1, 100)
+#: The line under the targets: the ASGI counting floor's cost per chunk over bare Django.
+COUNT_FLOOR = "the least an exact byte count costs"
 #: The trivial async view, under ASGI.
 ASGI_TRIVIAL = "/async/"
 #: Fewer requests for the streaming runs: a 100-chunk request costs a few hundred thousand
@@ -92,7 +96,12 @@ def _loop(n: int, warmup: int, path: str) -> None:
         # A connected socket the watcher can register, its peer kept open (a client waiting).
         connection, peer = socket.socketpair()
     if app.config().asgi:
-        run = inproc.asgi_runner(app.asgi_application(), path)
+        # The GIL changes hands only where a thread waits (the event loop in select(), the
+        # sync_to_async thread on its queue), never because a 5 ms interval ran out: under
+        # callgrind 5 ms is a few instructions, fewer on a busy machine, so how often it ran out
+        # depended on the load of the machine (see the module docstring).
+        sys.setswitchinterval(1000.0)
+        run = inproc.asgi_runner(app.asgi_application(), path, one_thread=True)
     else:
         run = inproc.wsgi_runner(app.wsgi_application(), path, connection)
     run(warmup)
@@ -105,6 +114,13 @@ def _loop(n: int, warmup: int, path: str) -> None:
     run(n)
     if peer is not None:
         peer.close()
+    # No interpreter teardown: it costs the same whatever ``n`` (no configuration leaves
+    # cycles behind), yet its collections and module clean-up moved one run of a pair by up
+    # to 5M instructions (13k per request in a streaming row) with the threads that were
+    # still ending. Callgrind writes its counts when the process exits, however it exits.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) -> tuple[int, int]:
@@ -149,6 +165,16 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) ->
     return main_thread, sum(totals.values())
 
 
+def _compile() -> None:
+    """Writes the bytecode of the project's modules before anything is counted: a module
+    changed since its last import is otherwise compiled by the first run that imports it,
+    which then counts the compiler in one run of a pair (millions of instructions)."""
+    import compileall
+
+    for folder in ("benchmarks", "src"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
+
+
 def _totals(out: Path) -> int:
     """The instruction total of one thread's callgrind file."""
     match = _TOTALS.search(out.read_text(errors="replace"))
@@ -169,26 +195,44 @@ def _table(per_request: dict[str, float]) -> None:
         print(f"| {configs.get(name).label} | {value / 1000:.1f} | {shown_base} | {delta} |")
 
 
-def _per_request(valgrind: str, name: str, path: str, small: int, large: int, warmup: int) -> float:
-    small_count, small_others = _instructions(valgrind, name, small, warmup, path)
-    large_count, large_others = _instructions(valgrind, name, large, warmup, path)
+def _per_request(
+    valgrind: str, name: str, path: str, small: int, large: int, warmup: int, jobs: int
+) -> float:
+    """One request's instructions: the serving thread's (WSGI), every thread's (ASGI).
+    ``jobs``: 2 runs the two callgrind runs side by side (the counts do not depend on it)."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        small_run = pool.submit(_instructions, valgrind, name, small, warmup, path)
+        large_run = pool.submit(_instructions, valgrind, name, large, warmup, path)
+        (small_count, small_others), (large_count, large_others) = (
+            small_run.result(),
+            large_run.result(),
+        )
     value = (large_count - small_count) / (large - small)
     others = (large_others - small_others) / (large - small)
+    if configs.get(name).asgi:
+        # Django's sync_to_async work (response.close(), the request signals) runs on the
+        # thread of the runner's ThreadSensitiveContext: part of the request, counted.
+        value += others
+        counted = "counted"
+    else:
+        counted = "not counted"
     print(
         f"{name} {path}: {value / 1000:.1f}k instructions/request "
-        f"(other threads: {others / 1000:.1f}k)",
+        f"(other threads: {others / 1000:.1f}k, {counted})",
         flush=True,
     )
     return value
 
 
-def _streams(valgrind: str, names: list[str], small: int, large: int, warmup: int) -> None:
+def _streams(
+    valgrind: str, names: list[str], small: int, large: int, warmup: int, jobs: int
+) -> None:
     """The streaming section: per request, per chunk, over bare Django, and the targets."""
     measured: dict[tuple[str, str], float] = {}
     for name in names:
         cfg = configs.get(name)
         for path in stream_paths(cfg.asgi):
-            measured[name, path] = _per_request(valgrind, name, path, small, large, warmup)
+            measured[name, path] = _per_request(valgrind, name, path, small, large, warmup, jobs)
     first, last = STREAM_CHUNKS[0], STREAM_CHUNKS[-1]
     print()
     print(
@@ -232,6 +276,11 @@ def _streams(valgrind: str, names: list[str], small: int, large: int, warmup: in
         for what, value, limit in results:
             verdict = "ok" if value <= limit else "MISSED"
             print(f"target {what}: {value / 1000:+.2f}k <= {limit / 1000:.1f}k: {verdict}")
+    count, bare = rows.get("asgi-floor-count"), rows.get("asgi-bare")
+    if count is not None and bare is not None:
+        # Whether the per-chunk target is reachable at all: a send wrapper that only counts.
+        value = (count[1] - bare[1]) / 1000
+        print(f"{COUNT_FLOOR}: {value:+.2f}k per chunk (asgi-floor-count over asgi-bare)")
 
 
 def _k(value: float | None) -> str:
@@ -256,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=2500)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: the two runs of each row side by side (faster on an idle machine)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -265,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is needed (Debian package valgrind)")
+    _compile()
     tables: list[tuple[str, dict[str, float]]] = []
     for path, names in ((PATH, args.configs), (ROUTED_PATH, args.routed_configs)):
         per_request: dict[str, float] = {}
@@ -274,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: skipped, missing {', '.join(cfg.missing())}")
                 continue
             per_request[name] = _per_request(
-                valgrind, name, path, args.small, args.large, args.warmup
+                valgrind, name, path, args.small, args.large, args.warmup, args.jobs
             )
         if per_request:
             tables.append((path, per_request))
@@ -290,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream_configs:
         small = max(args.small // STREAM_SCALE, 1)
         large = max(args.large // STREAM_SCALE, small + 1)
-        _streams(valgrind, args.stream_configs, small, large, args.warmup)
+        _streams(valgrind, args.stream_configs, small, large, args.warmup, args.jobs)
     return 0
 
 
