@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
-
 from benchmarks import app, configs
 
 WSGI_PATH = "/"
@@ -91,14 +89,7 @@ def asgi_scope(path: str) -> dict[str, Any]:
     }
 
 
-def asgi_runner(
-    application: Any, path: str = ASGI_PATH, *, one_thread: bool = False
-) -> Callable[[int], None]:
-    """``one_thread``: the requests of one ``run(n)`` share one thread for Django's
-    ``sync_to_async`` work (``response.close()``, the request signals), started at the first
-    request, instead of a thread started and joined for every request, as Django's own
-    ``ThreadSensitiveContext`` does (an outer one takes precedence): the work is the same, the
-    thread's start and join, whose cost depends on timing, are paid once per run."""
+def asgi_runner(application: Any, path: str = ASGI_PATH) -> Callable[[int], None]:
     base = asgi_scope(path)
     request = {"type": "http.request", "body": b"", "more_body": False}
     loop = asyncio.new_event_loop()
@@ -121,13 +112,8 @@ def asgi_runner(
         await application(dict(base), receive, send)
 
     async def many(n: int) -> None:
-        if one_thread:
-            async with ThreadSensitiveContext():
-                for _ in range(n):
-                    await one()
-        else:
-            for _ in range(n):
-                await one()
+        for _ in range(n):
+            await one()
 
     def run(n: int) -> None:
         loop.run_until_complete(many(n))

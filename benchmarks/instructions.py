@@ -4,17 +4,50 @@ Wall-clock microseconds on a shared two-core machine move by 10-30 % between run
 counts do not. Each configuration runs the in-process WSGI loop of :mod:`benchmarks.inproc`
 under ``valgrind --tool=callgrind`` twice, with ``--small`` and ``--large`` requests after the
 same warm-up; the difference of the two totals divided by the difference of the counts is the
-cost of one request, free of start-up. The count is the main thread's, the one that serves
-the requests: the SDK's batch processor exports from a thread of its own, and how the two
+cost of one request, free of start-up. The WSGI count is the main thread's, the one that
+serves the requests: the SDK's batch processor exports from a thread of its own, and how the two
 threads take turns under callgrind moved the total by up to 6k per request between runs of
 the same code. That thread's work (about 4.5k per span) is printed next to each row. The
 cyclic collector is off while the requests are counted (see ``_loop``).
 
+The ASGI rows count every thread. Django's ASGI handler runs the view and a disconnect
+listener as tasks, and hands ``response.close()`` and the request signals' receivers to a
+thread that asgiref starts for each request (``ThreadSensitiveContext``) and joins from
+another thread when the request ends: 0.36M instructions of a 2.9M request (bare Django, a
+100-chunk stream) run outside the main thread. Counting the main thread alone, two pairs of
+runs of bare ``/astream/100/`` gave 2530.2k and 2522.1k per request, and full runs moved by
+up to 30k. Two causes, measured on that row (pairs of 100 and 500 requests, two pairs):
+
+- The GIL's switch interval. A thread waiting for the GIL asks the holder to drop it after
+  5 ms of wall-clock time; under callgrind, many times slower, that happens within the
+  thread hops, and the more often the busier the machine. The ASGI children set the interval
+  to 1000 s: the GIL changes hands only where a thread waits, in the order the code gives
+  (with one thread for a whole run, see below: 2500.5k and 2504.6k per request with 5 ms,
+  2500.3k and 2500.9k without).
+- Interpreter teardown: one run's cost 5.2M instructions more than its twin's (13k per
+  request of a streaming row), with threads still ending. The children leave by
+  ``os._exit`` once the requests are served (callgrind writes its counts however a process
+  exits), for WSGI too.
+
+With both, every thread counted: 2909.7k and 2908.6k (2909.3k and 2909.0k across the
+pairs); the main thread alone, 2552.2k and 2552.7k. Keeping the handler's work on one thread
+for a whole run (an outer ``ThreadSensitiveContext``) repeats no closer, so the handler
+runs as Django ships it, a thread per request. The two were enough: the warm-up (the same in
+both runs of a pair), specialisation and callgrind's scheduler (``--fair-sched``) were left
+as they were. Even in one thread (``sync_to_async`` run inline), two pairs differed by 0.9k
+per request (4.0k across them): type-lookup caches and context-variable maps follow object
+addresses, which is about how exact a row can be. And a module changed since its last
+import is compiled by the first run that imports it, counting the compiler in one run of a
+pair: bytecode is written for ``benchmarks/`` and ``src/`` before anything is counted.
+
 The streaming section measures WSGI and ASGI streams of 1 and 100 small chunks and a trivial
-ASGI view, for bare Django, a pass-through floor and the plugin (metrics only), in the same
+ASGI view, for bare Django, pass-through floors and the plugin (metrics only), in the same
 run: the cost of one chunk is the difference of the two streams divided by 99, the cost of a
 request the 1-chunk stream's. The plugin's targets over bare Django are in
-:data:`benchmarks.targets.STREAM_TARGETS`.
+:data:`benchmarks.targets.STREAM_TARGETS`; under them, the cost per chunk of
+``asgi-floor-count``, a plain send function that only counts the bytes of body messages
+with more to come: the least an exact byte count costs, so whether the ASGI per-chunk target
+is reachable at all.
 """
 
 from __future__ import annotations
@@ -96,12 +129,11 @@ def _loop(n: int, warmup: int, path: str) -> None:
         # A connected socket the watcher can register, its peer kept open (a client waiting).
         connection, peer = socket.socketpair()
     if app.config().asgi:
-        # The GIL changes hands only where a thread waits (the event loop in select(), the
-        # sync_to_async thread on its queue), never because a 5 ms interval ran out: under
-        # callgrind 5 ms is a few instructions, fewer on a busy machine, so how often it ran out
-        # depended on the load of the machine (see the module docstring).
+        # The GIL changes hands where a thread waits (the event loop in select(), a thread
+        # starting, joining or on its queue), never because 5 ms ran out: how often they ran
+        # out under callgrind depended on the load of the machine (see the docstring).
         sys.setswitchinterval(1000.0)
-        run = inproc.asgi_runner(app.asgi_application(), path, one_thread=True)
+        run = inproc.asgi_runner(app.asgi_application(), path)
     else:
         run = inproc.wsgi_runner(app.wsgi_application(), path, connection)
     run(warmup)
@@ -210,8 +242,8 @@ def _per_request(
     value = (large_count - small_count) / (large - small)
     others = (large_others - small_others) / (large - small)
     if configs.get(name).asgi:
-        # Django's sync_to_async work (response.close(), the request signals) runs on the
-        # thread of the runner's ThreadSensitiveContext: part of the request, counted.
+        # Django's sync_to_async work (response.close(), the request signals) runs on a
+        # thread of its own, started and joined for each request: part of it, counted.
         value += others
         counted = "counted"
     else:
