@@ -37,10 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
 CHUNK = b"data: token\n\n"
 SERVERS = ("plain", "uvicorn")
-WRAPPERS = ("bare", "floor-send", "plugin")
+WRAPPERS = ("bare", "floor-send", "floor-count", "plugin")
 LABELS = {
     "bare": "the application alone",
     "floor-send": "floor: one `async def` send wrapper",
+    "floor-count": "floor: a plain function counting the bytes (the least an exact count costs)",
     "plugin": "plugin wrapper (`DeliveryASGIMiddleware`), metrics only",
 }
 #: The configuration of :mod:`benchmarks.configs` whose settings the child loads.
@@ -64,6 +65,10 @@ def wrap(name: str, app: Any) -> Any:
         from benchmarks.floor import SendFloorASGI
 
         return SendFloorASGI(app)
+    if name == "floor-count":
+        from benchmarks.floor import CountFloorASGI
+
+        return CountFloorASGI(app)
     from django_sent_otel.asgi import DeliveryASGIMiddleware
 
     return DeliveryASGIMiddleware(app)
