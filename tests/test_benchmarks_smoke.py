@@ -16,11 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from benchmarks import configs
+from benchmarks import chunk, configs
 from benchmarks.configs import ASGI_CONFIGS, GUNICORN_CONFIGS, UVICORN_CONFIGS, WSGI_CONFIGS
 from benchmarks.instructions import COUNT_FLOOR
 from benchmarks.report import MARKDOWN_HEADING
+from tests.harness.names import DELIVERED_TOTAL, SENT_BYTES_TOTAL, sample
 from tests.harness.tools import REQUIRE_TOOLS, need_binary
 
 pytestmark = pytest.mark.servers
@@ -155,3 +157,34 @@ def test_instruction_count_streaming_rows(instructions_output: str) -> None:
     # The figure is the counting floor's per-chunk delta, as its row shows it.
     figure = floor[0].partition(": ")[2].partition("k per chunk")[0]
     assert figure == values[label("asgi-floor-count")][4].strip(" |"), (floor, values)
+
+
+@pytest.mark.parametrize("server", chunk.SERVERS)
+def test_message_benchmark_serves_through_the_plugin(
+    server: str, registry: CollectorRegistry
+) -> None:
+    """``python -m benchmarks.chunk`` measures what it claims: behind real uvicorn and behind
+    a plain send, every response is delivered through the plugin's wrapper with all of its
+    bytes counted (the metrics are recorded when delivery ends, before the next request)."""
+    run = (chunk.uvicorn_runner if server == "uvicorn" else chunk.plain_runner)(
+        chunk.wrap("plugin", chunk.application(3))
+    )
+    run(2)
+    labels = {"method": "GET", "route": "unmatched"}
+    assert sample(registry, DELIVERED_TOTAL, status=200, **labels) == 2
+    assert sample(registry, SENT_BYTES_TOTAL, **labels) == 2 * 3 * len(chunk.CHUNK)
+
+
+def test_message_benchmark_runs_under_callgrind() -> None:
+    """The per-message table, with tiny counts (one configuration, the numbers mean nothing)."""
+    need_binary(shutil.which("valgrind"), "valgrind")
+    argv = [sys.executable, "-m", "benchmarks.chunk", "--servers", "uvicorn"]
+    argv += ["--wrappers", "plugin", "--requests", "2", "--chunks", "3", "--warmup", "2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| uvicorn |")]
+    assert len(rows) == 1 and float(rows[0].split(" | ")[2]) > 0, done.stdout
