@@ -75,11 +75,10 @@ class DeliveryASGIMiddleware:
         def observed_send(message: Message) -> Awaitable[None]:
             # A body message with more to come (only those carry a true ``more_body``), the
             # hot path of a stream, is handled by this plain function, which hands back the
-            # server's own awaitable (a coroutine of ours around every chunk costs about 0.5k
+            # server's own awaitable (a coroutine of ours around every chunk costs about 0.9k
             # instructions more) and counts on the tracker inline, in as few steps as it can:
-            # each one is about 0.1k instructions per chunk ("ASGI" streaming rows of ``make
-            # bench-instructions``); the probe is called here, not through a helper (a Python
-            # call per chunk less). Like a WSGI iteration, every body message counts as a chunk
+            # each costs 0.1k-0.3k instructions per chunk (``python -m benchmarks.chunk``);
+            # the probe is called here, not through a helper (a Python call per chunk less). Like a WSGI iteration, every body message counts as a chunk
             # and the first marks the first byte. Counting after the outcome was decided is
             # harmless: the sinks read the tracker when it is decided.
             if message.get("more_body"):
