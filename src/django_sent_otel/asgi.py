@@ -78,9 +78,10 @@ class DeliveryASGIMiddleware:
             # server's own awaitable (a coroutine of ours around every chunk costs about 0.9k
             # instructions more) and counts on the tracker inline, in as few steps as it can:
             # each costs 0.1k-0.3k instructions per chunk (``python -m benchmarks.chunk``);
-            # the probe is called here, not through a helper (a Python call per chunk less). Like a WSGI iteration, every body message counts as a chunk
-            # and the first marks the first byte. Counting after the outcome was decided is
-            # harmless: the sinks read the tracker when it is decided.
+            # the probe is called here, not through a helper (a Python call per chunk less).
+            # Like a WSGI iteration, every body message counts as a chunk and the first marks
+            # the first byte. Counting after the outcome was decided is harmless: the sinks
+            # read the tracker when it is decided.
             if message.get("more_body"):
                 if gone is not None and gone():
                     _left(tracker)  # the server drops the message: not handed over
