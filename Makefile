@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test suite-django5 suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
+.PHONY: test venvs checks suites suite-django5 suite-django5-servers suite-django5-rest suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
 
 # The tools live in pyproject.toml's [dependency-groups]: `pip install --group` needs pip 25.1+.
 $(VENV)/.installed: pyproject.toml
@@ -29,21 +29,42 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+venvs: $(VENV)/.installed $(VENV6)/.installed
+
 # The whole suite on Django 5.2; on Django 6 (Python 3.12+) the in-process suite and the
 # ASGI servers' outcome and disconnect matrices (Django's ASGI handler is what changes between
-# versions).
-test: $(VENV)/.installed $(VENV6)/.installed
+# versions). Each stage runs its parts side by side; any part failing fails `make test`.
+test:
+	$(MAKE) -j2 --output-sync=target venvs
 	bash scripts/install-system-deps
-	$(MAKE) lint
-	$(MAKE) dist
-	$(MAKE) docs
-	$(MAKE) -j2 --output-sync=target suite-django5 suite-django6
-	$(MAKE) django-suite
+	$(MAKE) -j3 --output-sync=target checks
+	$(MAKE) suites
 
-# The two runs of `make test`, side by side: most of their time is spent waiting on real
-# servers and clients, so two cores serve both (each output is printed whole when it ends).
+# Lint, the packages and the docs site: independent, so side by side.
+checks: lint dist docs
+
+# The test lanes, side by side: most of their time is spent waiting on real servers and
+# clients, so two cores serve three lanes (each output is printed whole when it ends). The
+# Django 5.2 suite is split by directory, so a module (its shared server, its
+# ``last_in_module`` tests) always runs whole in one lane; Django's own suite starts when the
+# first lane ends.
+suites:
+	$(MAKE) -j3 --output-sync=target suite-django5-servers suite-django5-rest suite-django6 \
+		django-suite
+
+SUITE5 = SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
+#: The Django 5.2 lanes: real-server matrices and hardening; everything else.
+LANE_SERVERS = tests/servers tests/hardening
+
+# The whole Django 5.2 suite in one run (what the two lanes run between them).
 suite-django5: $(VENV)/.installed
-	SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
+	$(SUITE5)
+
+suite-django5-servers: $(VENV)/.installed
+	$(SUITE5) $(LANE_SERVERS)
+
+suite-django5-rest: $(VENV)/.installed
+	$(SUITE5) $(addprefix --ignore=,$(LANE_SERVERS))
 
 suite-django6: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest -m "not servers and not packaging"
