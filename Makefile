@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test venvs checks suites suite-django5 suite-django5-servers suite-django5-rest suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
+.PHONY: test venvs checks suites suite-django5 suite-django5-benchmarks suite-django5-servers suite-django5-hardening suite-django5-rest suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
 
 # The tools live in pyproject.toml's [dependency-groups]: `pip install --group` needs pip 25.1+.
 $(VENV)/.installed: pyproject.toml
@@ -44,27 +44,35 @@ test:
 checks: lint dist docs
 
 # The test lanes, side by side: most of their time is spent waiting on real servers and
-# clients, so two cores serve three lanes (each output is printed whole when it ends). The
-# Django 5.2 suite is split by directory, so a module (its shared server, its
-# ``last_in_module`` tests) always runs whole in one lane; Django's own suite starts when the
-# first lane ends.
+# clients, so two cores serve four lanes at once (each output is printed whole when it ends).
+# The Django 5.2 suite is split by path, so a module (its shared server, its
+# ``last_in_module`` tests) always runs whole in one lane; the longest lanes start first.
 suites:
-	$(MAKE) -j3 --output-sync=target suite-django5-servers suite-django5-rest suite-django6 \
-		django-suite
+	$(MAKE) -j4 --output-sync=target suite-django5-benchmarks suite-django5-servers \
+		suite-django5-hardening suite-django6 suite-django5-rest django-suite
 
 SUITE5 = SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
-#: The Django 5.2 lanes: real-server matrices and hardening; everything else.
-LANE_SERVERS = tests/servers tests/hardening
+#: The Django 5.2 lanes but the last: the benchmarks' smoke tests (callgrind, one core),
+#: the real-server matrices, the hardening tests; the last lane runs everything else.
+LANE_BENCHMARKS = tests/test_benchmarks_smoke.py
+LANE_SERVERS = tests/servers
+LANE_HARDENING = tests/hardening
 
-# The whole Django 5.2 suite in one run (what the two lanes run between them).
+# The whole Django 5.2 suite in one run (what its lanes run between them).
 suite-django5: $(VENV)/.installed
 	$(SUITE5)
+
+suite-django5-benchmarks: $(VENV)/.installed
+	$(SUITE5) $(LANE_BENCHMARKS)
 
 suite-django5-servers: $(VENV)/.installed
 	$(SUITE5) $(LANE_SERVERS)
 
+suite-django5-hardening: $(VENV)/.installed
+	$(SUITE5) $(LANE_HARDENING)
+
 suite-django5-rest: $(VENV)/.installed
-	$(SUITE5) $(addprefix --ignore=,$(LANE_SERVERS))
+	$(SUITE5) $(addprefix --ignore=,$(LANE_BENCHMARKS) $(LANE_SERVERS) $(LANE_HARDENING))
 
 suite-django6: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest -m "not servers and not packaging"
