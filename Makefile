@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test venvs checks suites suite-django5 suite-django5-benchmarks suite-django5-servers suite-django5-hardening suite-django5-rest suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
+.PHONY: test venvs checks suites suite-django5 suite-django5-benchmarks suite-django5-servers suite-django5-hardening suite-django5-rest suite-django6 suite-django6-servers test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
 
 # The tools live in pyproject.toml's [dependency-groups]: `pip install --group` needs pip 25.1+.
 $(VENV)/.installed: pyproject.toml
@@ -43,17 +43,20 @@ test:
 # Lint, the packages and the docs site: independent, so side by side.
 checks: lint dist docs
 
-# The test lanes, side by side: most of their time is spent waiting on real servers and
-# clients, so two cores serve four lanes at once (each output is printed whole when it ends).
-# The Django 5.2 suite is split by path, so a module (its shared server, its
-# ``last_in_module`` tests) always runs whole in one lane; the longest lanes start first.
+# The test lanes, side by side (each output is printed whole when it ends), in two waves
+# sized for two cores. First the lanes that mostly wait on real servers and clients, next to
+# the benchmarks' smoke tests (callgrind: one core, and they must keep it); then the lanes
+# that keep the cores busy in-process (memory probes, hypothesis). The Django 5.2 suite is
+# split by path, so a module (its shared server, its ``last_in_module`` tests) always runs
+# whole in one lane. A failing lane fails `make test`.
 suites:
-	$(MAKE) -j4 --output-sync=target suite-django5-benchmarks suite-django5-servers \
-		suite-django5-hardening suite-django6 suite-django5-rest django-suite
+	$(MAKE) -j3 --output-sync=target suite-django5-benchmarks suite-django5-servers \
+		suite-django5-rest suite-django6-servers django-suite
+	$(MAKE) -j2 --output-sync=target suite-django5-hardening suite-django6
 
 SUITE5 = SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
-#: The Django 5.2 lanes but the last: the benchmarks' smoke tests (callgrind, one core),
-#: the real-server matrices, the hardening tests; the last lane runs everything else.
+# The Django 5.2 suite's lanes, by path: the benchmarks' smoke tests, the real-server
+# matrices, the hardening tests; suite-django5-rest runs everything else.
 LANE_BENCHMARKS = tests/test_benchmarks_smoke.py
 LANE_SERVERS = tests/servers
 LANE_HARDENING = tests/hardening
@@ -74,8 +77,11 @@ suite-django5-hardening: $(VENV)/.installed
 suite-django5-rest: $(VENV)/.installed
 	$(SUITE5) $(addprefix --ignore=,$(LANE_BENCHMARKS) $(LANE_SERVERS) $(LANE_HARDENING))
 
+# Django 6: the in-process suite, and the ASGI servers' outcome and disconnect matrices.
 suite-django6: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest -m "not servers and not packaging"
+
+suite-django6-servers: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(VENV6)/bin/python -m pytest tests/servers/test_seen.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 
