@@ -37,10 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
 CHUNK = b"data: token\n\n"
 SERVERS = ("plain", "uvicorn")
-WRAPPERS = ("bare", "floor-send", "plugin")
+WRAPPERS = ("bare", "floor-send", "floor-count", "plugin")
 LABELS = {
     "bare": "the application alone",
     "floor-send": "floor: one `async def` send wrapper",
+    "floor-count": "floor: a plain function counting the bytes (the least an exact count costs)",
     "plugin": "plugin wrapper (`DeliveryASGIMiddleware`), metrics only",
 }
 #: The configuration of :mod:`benchmarks.configs` whose settings the child loads.
@@ -64,6 +65,10 @@ def wrap(name: str, app: Any) -> Any:
         from benchmarks.floor import SendFloorASGI
 
         return SendFloorASGI(app)
+    if name == "floor-count":
+        from benchmarks.floor import CountFloorASGI
+
+        return CountFloorASGI(app)
     from django_sent_otel.asgi import DeliveryASGIMiddleware
 
     return DeliveryASGIMiddleware(app)
@@ -130,7 +135,7 @@ def uvicorn_runner(app: Any) -> Callable[[int], None]:
     return lambda n: loop.run_until_complete(many(n))
 
 
-def _child(server: str, wrapper: str, chunks: int, n: int) -> None:
+def _child(server: str, wrapper: str, chunks: int, n: int, warmup: int) -> None:
     os.environ.setdefault("SENT_OTEL_BENCH_CONFIG", BENCH_CONFIG)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     import django
@@ -138,13 +143,15 @@ def _child(server: str, wrapper: str, chunks: int, n: int) -> None:
     django.setup()
     app = wrap(wrapper, application(chunks))
     run = (uvicorn_runner if server == "uvicorn" else plain_runner)(app)
-    run(100)
+    run(warmup)
     gc.collect()
     gc.disable()  # as in benchmarks.instructions: the collector's work is the heap's
     run(n)
 
 
-def _instructions(valgrind: str, server: str, wrapper: str, chunks: int, n: int) -> int:
+def _instructions(
+    valgrind: str, server: str, wrapper: str, chunks: int, n: int, warmup: int
+) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENT_OTEL_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["PYTHONPATH"] = str(ROOT)
@@ -153,6 +160,7 @@ def _instructions(valgrind: str, server: str, wrapper: str, chunks: int, n: int)
         command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
         command += [sys.executable, "-m", "benchmarks.chunk", "--child", str(n)]
         command += ["--server", server, "--wrapper", wrapper, "--chunks", str(chunks)]
+        command += ["--warmup", str(warmup)]
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
         )
@@ -163,10 +171,12 @@ def _instructions(valgrind: str, server: str, wrapper: str, chunks: int, n: int)
     return int(match.group(1))
 
 
-def measure(valgrind: str, server: str, wrapper: str, chunks: int, n: int) -> float:
+def measure(
+    valgrind: str, server: str, wrapper: str, chunks: int, n: int, warmup: int = 100
+) -> float:
     """Instructions per body message with more to come."""
-    one = _instructions(valgrind, server, wrapper, 1, n)
-    many = _instructions(valgrind, server, wrapper, chunks, n)
+    one = _instructions(valgrind, server, wrapper, 1, n, warmup)
+    many = _instructions(valgrind, server, wrapper, chunks, n, warmup)
     return (many - one) / (chunks - 1) / n
 
 
@@ -176,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrappers", nargs="*", default=list(WRAPPERS), choices=WRAPPERS)
     parser.add_argument("--chunks", type=int, default=101)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--wrapper", choices=WRAPPERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        _child(args.server, args.wrapper, args.chunks, args.child)
+        _child(args.server, args.wrapper, args.chunks, args.child, args.warmup)
         return 0
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for server in args.servers:
         bare = None
         for wrapper in args.wrappers:
-            value = measure(valgrind, server, wrapper, args.chunks, args.requests)
+            value = measure(valgrind, server, wrapper, args.chunks, args.requests, args.warmup)
             if wrapper == "bare":
                 bare = value
             over = "" if bare is None or wrapper == "bare" else f"{(value - bare) / 1000:+.2f}"

@@ -140,6 +140,13 @@ CONFIGS: Final = {
             asgi_wrapper="benchmarks.floor.SendFloorASGI",
         ),
         Config(
+            "asgi-floor-count",
+            "ASGI floor: every message through one plain function counting the bytes of body "
+            "messages with more to come, no plugin",
+            asgi=True,
+            asgi_wrapper="benchmarks.floor.CountFloorASGI",
+        ),
+        Config(
             "asgi-plugin-metrics",
             "ASGI plugin (wrapper + middleware), metrics only",
             (PLUGIN,),

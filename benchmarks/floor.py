@@ -6,7 +6,10 @@ children there, with no other logic; ``AggregateFloorMiddleware`` keeps the same
 lists under one lock (``bisect`` into bucket counts), the shape of the plugin's metrics sink.
 ``StreamFloorMiddleware`` passes a streaming body through one generator layer, and
 :class:`SendFloorASGI` every ASGI message through one ``async def send`` wrapper: the least any
-plugin that sees each chunk adds. ``SpanFloorMiddleware`` creates and ends one SDK span with
+plugin that sees each chunk adds; :class:`CountFloorASGI` hands every message to the
+server through a plain function that counts the body bytes of the messages with more to come
+and returns the server's awaitable: the least an exact byte count adds per chunk, whatever
+else a plugin does. ``SpanFloorMiddleware`` creates and ends one SDK span with
 the five contract attributes per request, with no other logic. The plugin's rows read against
 these: what is left above a floor is the plugin's own logic.
 """
@@ -144,6 +147,25 @@ class SendFloorASGI:
             await send(message)
 
         await self.app(scope, receive, passed)
+
+
+class CountFloorASGI:
+    """Every message of an ASGI application through one plain function that returns the
+    server's awaitable and counts the bytes of the body messages with more to come."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        sent = 0
+
+        def counted(message: Any) -> Any:
+            nonlocal sent
+            if message.get("more_body"):
+                sent += len(message["body"])
+            return send(message)
+
+        await self.app(scope, receive, counted)
 
 
 class SpanFloorMiddleware:

@@ -4,17 +4,50 @@ Wall-clock microseconds on a shared two-core machine move by 10-30 % between run
 counts do not. Each configuration runs the in-process WSGI loop of :mod:`benchmarks.inproc`
 under ``valgrind --tool=callgrind`` twice, with ``--small`` and ``--large`` requests after the
 same warm-up; the difference of the two totals divided by the difference of the counts is the
-cost of one request, free of start-up. The count is the main thread's, the one that serves
-the requests: the SDK's batch processor exports from a thread of its own, and how the two
+cost of one request, free of start-up. The WSGI count is the main thread's, the one that
+serves the requests: the SDK's batch processor exports from a thread of its own, and how the two
 threads take turns under callgrind moved the total by up to 6k per request between runs of
 the same code. That thread's work (about 4.5k per span) is printed next to each row. The
 cyclic collector is off while the requests are counted (see ``_loop``).
 
+The ASGI rows count every thread. Django's ASGI handler runs the view and a disconnect
+listener as tasks, and hands ``response.close()`` and the request signals' receivers to a
+thread that asgiref starts for each request (``ThreadSensitiveContext``) and joins from
+another thread when the request ends: 0.36M instructions of a 2.9M request (bare Django, a
+100-chunk stream) run outside the main thread. Counting the main thread alone, two pairs of
+runs of bare ``/astream/100/`` gave 2530.2k and 2522.1k per request, and full runs moved by
+up to 30k. Two causes, measured on that row (pairs of 100 and 500 requests, two pairs):
+
+- The GIL's switch interval. A thread waiting for the GIL asks the holder to drop it after
+  5 ms of wall-clock time; under callgrind, many times slower, that happens within the
+  thread hops, and the more often the busier the machine. The ASGI children set the interval
+  to 1000 s: the GIL changes hands only where a thread waits, in the order the code gives
+  (with one thread for a whole run, see below: 2500.5k and 2504.6k per request with 5 ms,
+  2500.3k and 2500.9k without).
+- Interpreter teardown: one run's cost 5.2M instructions more than its twin's (13k per
+  request of a streaming row), with threads still ending. The children leave by
+  ``os._exit`` once the requests are served (callgrind writes its counts however a process
+  exits), for WSGI too.
+
+With both, every thread counted: 2909.7k and 2908.6k (2909.3k and 2909.0k across the
+pairs); the main thread alone, 2552.2k and 2552.7k. Keeping the handler's work on one thread
+for a whole run (an outer ``ThreadSensitiveContext``) repeats no closer, so the handler
+runs as Django ships it, a thread per request. The two were enough: the warm-up (the same in
+both runs of a pair), specialisation and callgrind's scheduler (``--fair-sched``) were left
+as they were. Even in one thread (``sync_to_async`` run inline), two pairs differed by 0.9k
+per request (4.0k across them): type-lookup caches and context-variable maps follow object
+addresses, which is about how exact a row can be. And a module changed since its last
+import is compiled by the first run that imports it, counting the compiler in one run of a
+pair: bytecode is written for ``benchmarks/`` and ``src/`` before anything is counted.
+
 The streaming section measures WSGI and ASGI streams of 1 and 100 small chunks and a trivial
-ASGI view, for bare Django, a pass-through floor and the plugin (metrics only), in the same
+ASGI view, for bare Django, pass-through floors and the plugin (metrics only), in the same
 run: the cost of one chunk is the difference of the two streams divided by 99, the cost of a
 request the 1-chunk stream's. The plugin's targets over bare Django are in
-:data:`benchmarks.targets.STREAM_TARGETS`.
+:data:`benchmarks.targets.STREAM_TARGETS`; under them, the cost per chunk of
+``asgi-floor-count``, a plain send function that only counts the bytes of body messages
+with more to come: the least an exact byte count costs, so whether the ASGI per-chunk target
+is reachable at all.
 """
 
 from __future__ import annotations
@@ -27,6 +60,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import configs
@@ -64,9 +98,12 @@ STREAM_CONFIGS = (
     "plugin-metrics",
     "asgi-bare",
     "asgi-floor-send",
+    "asgi-floor-count",
     "asgi-plugin-metrics",
 )
 STREAM_CHUNKS = (1, 100)
+#: The line under the targets: the ASGI counting floor's cost per chunk over bare Django.
+COUNT_FLOOR = "the least an exact byte count costs"
 #: The trivial async view, under ASGI.
 ASGI_TRIVIAL = "/async/"
 #: Fewer requests for the streaming runs: a 100-chunk request costs a few hundred thousand
@@ -92,6 +129,10 @@ def _loop(n: int, warmup: int, path: str) -> None:
         # A connected socket the watcher can register, its peer kept open (a client waiting).
         connection, peer = socket.socketpair()
     if app.config().asgi:
+        # The GIL changes hands where a thread waits (the event loop in select(), a thread
+        # starting, joining or on its queue), never because 5 ms ran out: how often they ran
+        # out under callgrind depended on the load of the machine (see the docstring).
+        sys.setswitchinterval(1000.0)
         run = inproc.asgi_runner(app.asgi_application(), path)
     else:
         run = inproc.wsgi_runner(app.wsgi_application(), path, connection)
@@ -105,6 +146,13 @@ def _loop(n: int, warmup: int, path: str) -> None:
     run(n)
     if peer is not None:
         peer.close()
+    # No interpreter teardown: it costs the same whatever ``n`` (no configuration leaves
+    # cycles behind), yet its collections and module clean-up moved one run of a pair by up
+    # to 5M instructions (13k per request in a streaming row) with the threads that were
+    # still ending. Callgrind writes its counts when the process exits, however it exits.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) -> tuple[int, int]:
@@ -149,6 +197,16 @@ def _instructions(valgrind: str, config: str, n: int, warmup: int, path: str) ->
     return main_thread, sum(totals.values())
 
 
+def _compile() -> None:
+    """Writes the bytecode of the project's modules before anything is counted: a module
+    changed since its last import is otherwise compiled by the first run that imports it,
+    which then counts the compiler in one run of a pair (millions of instructions)."""
+    import compileall
+
+    for folder in ("benchmarks", "src"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
+
+
 def _totals(out: Path) -> int:
     """The instruction total of one thread's callgrind file."""
     match = _TOTALS.search(out.read_text(errors="replace"))
@@ -169,26 +227,44 @@ def _table(per_request: dict[str, float]) -> None:
         print(f"| {configs.get(name).label} | {value / 1000:.1f} | {shown_base} | {delta} |")
 
 
-def _per_request(valgrind: str, name: str, path: str, small: int, large: int, warmup: int) -> float:
-    small_count, small_others = _instructions(valgrind, name, small, warmup, path)
-    large_count, large_others = _instructions(valgrind, name, large, warmup, path)
+def _per_request(
+    valgrind: str, name: str, path: str, small: int, large: int, warmup: int, jobs: int
+) -> float:
+    """One request's instructions: the serving thread's (WSGI), every thread's (ASGI).
+    ``jobs``: 2 runs the two callgrind runs side by side (the counts do not depend on it)."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        small_run = pool.submit(_instructions, valgrind, name, small, warmup, path)
+        large_run = pool.submit(_instructions, valgrind, name, large, warmup, path)
+        (small_count, small_others), (large_count, large_others) = (
+            small_run.result(),
+            large_run.result(),
+        )
     value = (large_count - small_count) / (large - small)
     others = (large_others - small_others) / (large - small)
+    if configs.get(name).asgi:
+        # Django's sync_to_async work (response.close(), the request signals) runs on a
+        # thread of its own, started and joined for each request: part of it, counted.
+        value += others
+        counted = "counted"
+    else:
+        counted = "not counted"
     print(
         f"{name} {path}: {value / 1000:.1f}k instructions/request "
-        f"(other threads: {others / 1000:.1f}k)",
+        f"(other threads: {others / 1000:.1f}k, {counted})",
         flush=True,
     )
     return value
 
 
-def _streams(valgrind: str, names: list[str], small: int, large: int, warmup: int) -> None:
+def _streams(
+    valgrind: str, names: list[str], small: int, large: int, warmup: int, jobs: int
+) -> None:
     """The streaming section: per request, per chunk, over bare Django, and the targets."""
     measured: dict[tuple[str, str], float] = {}
     for name in names:
         cfg = configs.get(name)
         for path in stream_paths(cfg.asgi):
-            measured[name, path] = _per_request(valgrind, name, path, small, large, warmup)
+            measured[name, path] = _per_request(valgrind, name, path, small, large, warmup, jobs)
     first, last = STREAM_CHUNKS[0], STREAM_CHUNKS[-1]
     print()
     print(
@@ -232,6 +308,11 @@ def _streams(valgrind: str, names: list[str], small: int, large: int, warmup: in
         for what, value, limit in results:
             verdict = "ok" if value <= limit else "MISSED"
             print(f"target {what}: {value / 1000:+.2f}k <= {limit / 1000:.1f}k: {verdict}")
+    count, bare = rows.get("asgi-floor-count"), rows.get("asgi-bare")
+    if count is not None and bare is not None:
+        # Whether the per-chunk target is reachable at all: a send wrapper that only counts.
+        value = (count[1] - bare[1]) / 1000
+        print(f"{COUNT_FLOOR}: {value:+.2f}k per chunk (asgi-floor-count over asgi-bare)")
 
 
 def _k(value: float | None) -> str:
@@ -256,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=2500)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: the two runs of each row side by side (faster on an idle machine)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -265,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is needed (Debian package valgrind)")
+    _compile()
     tables: list[tuple[str, dict[str, float]]] = []
     for path, names in ((PATH, args.configs), (ROUTED_PATH, args.routed_configs)):
         per_request: dict[str, float] = {}
@@ -274,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: skipped, missing {', '.join(cfg.missing())}")
                 continue
             per_request[name] = _per_request(
-                valgrind, name, path, args.small, args.large, args.warmup
+                valgrind, name, path, args.small, args.large, args.warmup, args.jobs
             )
         if per_request:
             tables.append((path, per_request))
@@ -290,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream_configs:
         small = max(args.small // STREAM_SCALE, 1)
         large = max(args.large // STREAM_SCALE, small + 1)
-        _streams(valgrind, args.stream_configs, small, large, args.warmup)
+        _streams(valgrind, args.stream_configs, small, large, args.warmup, args.jobs)
     return 0
 
 

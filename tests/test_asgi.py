@@ -7,7 +7,8 @@ import types
 from typing import Any
 
 import pytest
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.test import override_settings
 from prometheus_client import CollectorRegistry
 
 from django_sent_otel import signals
@@ -267,3 +268,37 @@ async def test_exclusion_matches_the_path_below_root_path(deliveries: list[Deliv
         await wrapped({**scope(path), "root_path": "/app"}, receive, send)
     await asyncio.gather(*signals._pending)
     assert [(d.outcome, d.bytes_sent) for d in deliveries] == [("delivered", 2)]
+
+
+@pytest.mark.parametrize("script_name", [None, "", "/forced"])
+@pytest.mark.parametrize("root_path", ["", "/app"])
+async def test_exclusion_uses_djangos_script_prefix(
+    deliveries: list[Delivery], script_name: str | None, root_path: str
+) -> None:
+    # The wrapper reads FORCE_SCRIPT_NAME once per runtime, not per request: what it tracks
+    # must still follow Django's get_script_prefix(), also after the setting changed.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    wrapped = DeliveryASGIMiddleware(app)
+    paths = ("/metrics", "/app/metrics", "/forced/metrics", "/app/small/")
+    await wrapped(scope("/small/"), receive, send)  # the runtime built before the change
+    with override_settings(FORCE_SCRIPT_NAME=script_name):
+        expected = []
+        for path in paths:
+            request_scope = {**scope(path), "root_path": root_path}
+            prefix = get_script_prefix(request_scope)
+            path_info = path.removeprefix(prefix) if prefix else path
+            if path_info != "/metrics":
+                expected.append(path)
+            await wrapped(request_scope, receive, send)
+        await asyncio.gather(*signals._pending)
+    assert 0 < len(expected) < len(paths)  # (tracked and excluded paths both occur)
+    assert len(deliveries) == 1 + len(expected)

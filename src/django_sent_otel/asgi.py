@@ -15,8 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from django.core.handlers.asgi import get_script_prefix
-
 from ._compat import client_gone_probe
 from .delivery import CLIENT_DISCONNECT, SCOPE_KEY, Tracker, classify, is_bodiless
 from .pipeline import runtime
@@ -96,7 +94,9 @@ class DeliveryASGIMiddleware:
                     except KeyError:
                         pass  # a body message may leave its body out
                 return send(message)
-            return _send(send, message, tracker, gone, sending_final)
+            if message.get("type") == "http.response.body":
+                return _send_final(send, message, tracker, gone, sending_final)
+            return _send_other(send, message, tracker)
 
         try:
             await self.app(scope, observed_receive, observed_send)
@@ -112,41 +112,45 @@ class DeliveryASGIMiddleware:
         tracker.finish(CLIENT_DISCONNECT)
 
 
-async def _send(
+async def _send_final(
     send: Send,
     message: Message,
     tracker: Tracker,
     gone: Callable[[], bool] | None,
     sending_final: list[bool],
 ) -> None:
-    """Every message but a body message with more to come: the response's start (the status
-    the server got; a bodiless response ends with it), the final body message (the end of
-    delivery), anything else passed on."""
-    kind = message.get("type")
-    if kind == "http.response.body":
-        if gone is not None and gone():
-            _left(tracker)
-            await send(message)  # the server drops it: not handed over
-            return
-        body = message.get("body")
-        if body:
-            tracker.add_chunk(len(body))
-        elif tracker.first_byte_at is None:
-            tracker.headers_sent()  # an empty body's first byte is its end
-        sending_final[0] = True
-        await send(message)
-        tracker.finish()
+    """The final body message: the end of delivery once the server took it."""
+    if gone is not None and gone():
+        _left(tracker)
+        await send(message)  # the server drops it: not handed over
         return
-    if kind == "http.response.start":
+    body = message.get("body")
+    if body:
+        tracker.add_chunk(len(body))
+    elif tracker.first_byte_at is None:
+        tracker.headers_sent()  # an empty body's first byte is its end
+    sending_final[0] = True
+    await send(message)
+    tracker.finish()
+
+
+def _send_other(send: Send, message: Message, tracker: Tracker) -> Awaitable[None]:
+    """The response's start (the status the server got) and anything else, handed back as
+    the server's own awaitable: no coroutine of ours unless the response is bodiless."""
+    if message.get("type") == "http.response.start":
         status = int(message.get("status", 0))
         tracker.handler_returned(route=None, status_code=status)
-        await send(message)
         # (A 200 response is bodiless only for HEAD: the rule is asked for the others.)
         if (status != 200 or tracker.method == "HEAD") and is_bodiless(tracker.method, status):
-            tracker.headers_sent()
-            tracker.finish()
-        return
+            return _send_bodiless(send, message, tracker)
+    return send(message)
+
+
+async def _send_bodiless(send: Send, message: Message, tracker: Tracker) -> None:
+    """The start of a bodiless response: delivered once the server took the headers."""
     await send(message)
+    tracker.headers_sent()
+    tracker.finish()
 
 
 def _left(tracker: Tracker) -> None:
@@ -163,7 +167,10 @@ def _start(scope: Scope) -> Tracker | None:
     try:
         rt = runtime()
         path = scope.get("path", "")
-        prefix = get_script_prefix(scope)
+        # Django's get_script_prefix(scope), with the setting read when the runtime was
+        # built: a read of Django's settings costs about 3.6k instructions per request
+        # (tests/test_asgi.py holds the two equal).
+        prefix = rt.script_name or scope.get("root_path", "")
         if not rt.enabled or rt.is_excluded(path.removeprefix(prefix) if prefix else path):
             return None
         return Tracker(scope.get("method", ""), rt.sinks, returned_sinks=rt.returned_sinks)

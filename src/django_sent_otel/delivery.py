@@ -371,8 +371,10 @@ class Tracker:
     def finish(self, reason: str | None = None, at: float | None = None) -> bool:
         """Decide the outcome (``reason`` None means delivered) unless already decided;
         True when this call decided it."""
+        if not self._open:
+            return False  # decided: the common late call, without raising (about 2k less)
         try:
-            self._open.pop()
+            self._open.pop()  # atomic: of two threads past the check, one decides
         except IndexError:
             return False
         end = perf_counter() if at is None else at

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.conf import settings
+
 from . import metrics, signals, tracing
 from ._logging import log_once
 from ._names import DEFAULT_BUCKETS, DEFAULT_NAMESPACE
@@ -40,6 +42,7 @@ class Runtime:
         "is_excluded",
         "metrics",
         "returned_sinks",
+        "script_name",
         "sinks",
         "url_excluded",
         "watch_disconnects",
@@ -54,8 +57,12 @@ class Runtime:
         url_excluded: Any = None,
         *,
         watch_disconnects: bool = False,
+        script_name: str | None = None,
     ) -> None:
         self.enabled = enabled
+        #: Django's ``FORCE_SCRIPT_NAME``, read once: the ASGI wrapper derives each request's
+        #: ``path_info`` from it before Django runs.
+        self.script_name = script_name
         #: ``SENT_OTEL_WATCH_DISCONNECTS``: watch every WSGI request's client.
         self.watch_disconnects = watch_disconnects
         #: Whether a path is excluded (run on every request).
@@ -168,6 +175,7 @@ def build() -> Runtime:
         None if metrics_sink is None else metrics_sink.metrics,
         url_excluded=_url_excluded(),
         watch_disconnects=conf.WATCH_DISCONNECTS,
+        script_name=getattr(settings, "FORCE_SCRIPT_NAME", None),
     )
 
 
@@ -194,10 +202,11 @@ def _rebuild() -> Runtime:
 
 
 def reset(**kwargs: Any) -> None:
-    """``setting_changed`` receiver: forget the runtime when one of our settings changed."""
+    """``setting_changed`` receiver: forget the runtime when one of our settings, or
+    ``FORCE_SCRIPT_NAME``, changed."""
     global current
     setting = kwargs.get("setting", PREFIX)
-    if setting.startswith(PREFIX):
+    if setting.startswith(PREFIX) or setting == "FORCE_SCRIPT_NAME":
         current = None
 
 
