@@ -8,7 +8,7 @@ PORT ?= 8000
 # e.g. make demo DEMO_ARGS='--duration 60 --workers 4'
 DEMO_ARGS ?=
 
-.PHONY: test suite-django5 suite-django6 test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
+.PHONY: test venvs checks suites suite-django5 suite-django5-benchmarks suite-django5-servers suite-django5-hardening suite-django5-rest suite-django6 suite-django6-servers test-django6 lint dist docs django-suite django-suite-django6 demo bench bench-instructions clean
 
 # The tools live in pyproject.toml's [dependency-groups]: `pip install --group` needs pip 25.1+.
 $(VENV)/.installed: pyproject.toml
@@ -29,24 +29,59 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+venvs: $(VENV)/.installed $(VENV6)/.installed
+
 # The whole suite on Django 5.2; on Django 6 (Python 3.12+) the in-process suite and the
 # ASGI servers' outcome and disconnect matrices (Django's ASGI handler is what changes between
-# versions).
-test: $(VENV)/.installed $(VENV6)/.installed
+# versions). Each stage runs its parts side by side; any part failing fails `make test`.
+test:
+	$(MAKE) -j2 --output-sync=target venvs
 	bash scripts/install-system-deps
-	$(MAKE) lint
-	$(MAKE) dist
-	$(MAKE) docs
-	$(MAKE) -j2 --output-sync=target suite-django5 suite-django6
-	$(MAKE) django-suite
+	$(MAKE) -j3 --output-sync=target checks
+	$(MAKE) suites
 
-# The two runs of `make test`, side by side: most of their time is spent waiting on real
-# servers and clients, so two cores serve both (each output is printed whole when it ends).
+# Lint, the packages and the docs site: independent, so side by side.
+checks: lint dist docs
+
+# The test lanes, side by side (each output is printed whole when it ends), in two waves
+# sized for two cores. First the lanes that mostly wait on real servers and clients, next to
+# the benchmarks' smoke tests (callgrind: one core, and they must keep it); then the lanes
+# that keep the cores busy in-process (memory probes, hypothesis). The Django 5.2 suite is
+# split by path, so a module (its shared server, its ``last_in_module`` tests) always runs
+# whole in one lane. A failing lane fails `make test`.
+suites:
+	$(MAKE) -j3 --output-sync=target suite-django5-benchmarks suite-django5-servers \
+		suite-django5-rest suite-django6-servers django-suite
+	$(MAKE) -j2 --output-sync=target suite-django5-hardening suite-django6
+
+SUITE5 = SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
+# The Django 5.2 suite's lanes, by path: the benchmarks' smoke tests, the real-server
+# matrices, the hardening tests; suite-django5-rest runs everything else.
+LANE_BENCHMARKS = tests/test_benchmarks_smoke.py
+LANE_SERVERS = tests/servers
+LANE_HARDENING = tests/hardening
+
+# The whole Django 5.2 suite in one run (what its lanes run between them).
 suite-django5: $(VENV)/.installed
-	SENT_OTEL_DIST=dist $(VENV)/bin/python -m pytest
+	$(SUITE5)
 
+suite-django5-benchmarks: $(VENV)/.installed
+	$(SUITE5) $(LANE_BENCHMARKS)
+
+suite-django5-servers: $(VENV)/.installed
+	$(SUITE5) $(LANE_SERVERS)
+
+suite-django5-hardening: $(VENV)/.installed
+	$(SUITE5) $(LANE_HARDENING)
+
+suite-django5-rest: $(VENV)/.installed
+	$(SUITE5) $(addprefix --ignore=,$(LANE_BENCHMARKS) $(LANE_SERVERS) $(LANE_HARDENING))
+
+# Django 6: the in-process suite, and the ASGI servers' outcome and disconnect matrices.
 suite-django6: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest -m "not servers and not packaging"
+
+suite-django6-servers: $(VENV6)/.installed
 	$(VENV6)/bin/python -m pytest tests/servers/test_outcomes.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 	$(VENV6)/bin/python -m pytest tests/servers/test_seen.py -k "uvicorn or hypercorn or daphne or granian-asgi"
 

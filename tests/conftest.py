@@ -19,13 +19,39 @@ from tests.harness.venvs import distributions as built_distributions
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``last_in_module`` run after the other tests of their module, in whatever
-    order the rest run (pytest-randomly shuffles them first): they stop the module's shared
-    server and check what all of its traffic left behind."""
+    """Order each module's tests after pytest-randomly shuffled them.
+
+    Tests of the real-server pool (fixture ``servers``, parameter ``kind``) run kind by kind,
+    the kinds in shuffled order, each kind's cells in the order they are declared: one server
+    per kind serves them all and its last cell ("after-stop") stops it and checks every record
+    it left. Tests marked ``last_in_module`` run after the other tests of their module: they
+    stop the module's shared server and check what all of its traffic left behind.
+    """
     reordered: list[pytest.Item] = []
     for _, group in itertools.groupby(items, key=lambda item: item.nodeid.split("::")[0]):
-        reordered += sorted(group, key=lambda i: i.get_closest_marker("last_in_module") is not None)
+        tests = list(group)
+        first: dict[object, int] = {}
+        keys: dict[str, tuple[bool, int, int]] = {}
+        for position, item in enumerate(tests):
+            last = item.get_closest_marker("last_in_module") is not None
+            cell = _server_cell(item)
+            if cell is None:
+                keys[item.nodeid] = (last, position, 0)
+            else:
+                kind, declared = cell
+                keys[item.nodeid] = (last, first.setdefault(kind, position), declared)
+        reordered += sorted(tests, key=lambda item: keys[item.nodeid])
     items[:] = reordered
+
+
+def _server_cell(item: pytest.Item) -> tuple[object, int] | None:
+    """``(kind, declared position)`` of a test of the server pool (``servers.get(kind)``)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "kind" not in callspec.params:
+        return None
+    if "servers" not in getattr(item, "fixturenames", ()):
+        return None
+    return callspec.params["kind"], callspec.indices["kind"]
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 
 import django_sent_otel
 from benchmarks.inproc import wsgi_environ
+from tests.harness.data import ensure_big_file
 
 # Sinks of the plugin, named by the settings module.
 
@@ -220,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from django_sent_otel.signals import response_delivered
 
-    with open(_FILE, "wb") as f:
-        f.write(b"f" * 4096)
+    # Written whole under a temporary name: probes of another run may be serving it.
+    ensure_big_file(_FILE, 4096)
     django.setup()
     response_delivered.connect(receiver, dispatch_uid="memory-probe")
     handler = get_wsgi_application()

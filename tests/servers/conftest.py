@@ -1,8 +1,9 @@
 """Fixtures of the real-server tests: one server process per kind and module, and its records.
 
 ``servers.get(kind)`` returns the running server of that kind (see ``accuracy.EXPECTED``),
-starting it and stopping the previous one when the kind changes: tests are collected grouped by
-kind, so each server starts once, serves all its cells and stops.
+starting it and stopping the previous one when the kind changes: ``tests/conftest.py`` orders
+the tests kind by kind (each kind's cells as declared), so each server starts once, serves all
+its cells and stops.
 """
 
 from __future__ import annotations
