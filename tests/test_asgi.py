@@ -253,19 +253,9 @@ def test_wrapper_wraps_djangos_handler() -> None:
 async def test_exclusion_matches_the_path_below_root_path(deliveries: list[Delivery]) -> None:
     # The wrapper decides once, on the path_info Django will see (the path below root_path),
     # and hands that decision to the middleware.
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    wrapped = DeliveryASGIMiddleware(app)
+    wrapped = DeliveryASGIMiddleware(_ok)
     for path in ("/app/metrics", "/app/small/"):
-        await wrapped({**scope(path), "root_path": "/app"}, receive, send)
+        await wrapped({**scope(path), "root_path": "/app"}, _request, _discard)
     await asyncio.gather(*signals._pending)
     assert [(d.outcome, d.bytes_sent) for d in deliveries] == [("delivered", 2)]
 
@@ -277,19 +267,9 @@ async def test_exclusion_uses_djangos_script_prefix(
 ) -> None:
     # The wrapper reads FORCE_SCRIPT_NAME once per runtime, not per request: what it tracks
     # must still follow Django's get_script_prefix(), also after the setting changed.
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    wrapped = DeliveryASGIMiddleware(app)
+    wrapped = DeliveryASGIMiddleware(_ok)
     paths = ("/metrics", "/app/metrics", "/forced/metrics", "/app/small/")
-    await wrapped(scope("/small/"), receive, send)  # the runtime built before the change
+    await wrapped(scope("/small/"), _request, _discard)  # the runtime built before the change
     with override_settings(FORCE_SCRIPT_NAME=script_name):
         expected = []
         for path in paths:
@@ -298,7 +278,21 @@ async def test_exclusion_uses_djangos_script_prefix(
             path_info = path.removeprefix(prefix) if prefix else path
             if path_info != "/metrics":
                 expected.append(path)
-            await wrapped(request_scope, receive, send)
+            await wrapped(request_scope, _request, _discard)
         await asyncio.gather(*signals._pending)
     assert 0 < len(expected) < len(paths)  # (tracked and excluded paths both occur)
     assert len(deliveries) == 1 + len(expected)
+
+
+async def _ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An application answering 200 with a two-byte body."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+
+async def _request() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: dict[str, Any]) -> None:
+    return None
