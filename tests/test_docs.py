@@ -164,3 +164,20 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     api = page("api")
     for name in django_sent_otel.__all__:
         assert f"django_sent_otel.{name}" in api, name
+
+
+def test_development_commands_exist() -> None:
+    """Every ``make`` target and ``python -m`` module the development and performance pages
+    list is one the Makefile and the repository have (running them is what CI and the
+    benchmarks do; this keeps the lists from naming what is gone)."""
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([A-Za-z0-9_.-]+):", makefile, re.MULTILINE))
+    text = page("development") + page("performance")
+    named = set(re.findall(r"^make ([a-z0-9-]+)", text, re.MULTILINE))
+    assert {"test", "bench-instructions"} <= named
+    assert named <= targets, named - targets
+    modules = set(re.findall(r"python -m (benchmarks(?:\.[a-z_]+)?)", text))
+    assert "benchmarks.chunk" in modules
+    for module in modules:
+        base = ROOT / module.replace(".", "/")
+        assert base.with_suffix(".py").is_file() or (base / "__main__.py").is_file(), module
