@@ -44,6 +44,8 @@ LABELS = {
     "floor-count": "floor: a plain function counting the bytes (the least an exact count costs)",
     "plugin": "plugin wrapper (`DeliveryASGIMiddleware`), metrics only",
 }
+#: Seconds a response may take behind uvicorn (under callgrind too) before the run fails.
+RESPONSE_TIMEOUT = 60.0
 #: The configuration of :mod:`benchmarks.configs` whose settings the child loads.
 BENCH_CONFIG = "asgi-plugin-metrics"
 
@@ -130,7 +132,7 @@ def uvicorn_runner(app: Any) -> Callable[[int], None]:
         for _ in range(n):
             client.done = loop.create_future()
             transport.write(request)
-            await client.done
+            await asyncio.wait_for(client.done, RESPONSE_TIMEOUT)  # bounded, never hangs
 
     return lambda n: loop.run_until_complete(many(n))
 
