@@ -54,15 +54,10 @@ class DeliveryASGIMiddleware:
 
         async def observed_receive() -> Message:
             message = await receive()
-            if (
-                message.get("type") == "http.disconnect"
-                and not sending_final[0]
-                and not tracker.done
-            ):
+            if message.get("type") == "http.disconnect" and not sending_final[0]:
                 # Django's listener reads receive() while the view runs (sync views too, in
                 # their thread): the moment is known here, callbacks run on the event loop.
-                tracker.client_left()
-                tracker.finish(CLIENT_DISCONNECT)
+                _left(tracker)
             return message
 
         # Whether the server already knows the client is gone (uvicorn, hypercorn, daphne):
@@ -154,8 +149,8 @@ async def _send_bodiless(send: Send, message: Message, tracker: Tracker) -> None
 
 
 def _left(tracker: Tracker) -> None:
-    """The server reports its client gone (it will drop the message): the response ends as a
-    disconnect now, if nothing decided it before."""
+    """The client is gone (the server reports it, or ``http.disconnect`` arrived): the
+    response ends as a disconnect now, if nothing decided it before."""
     if not tracker.done:
         tracker.client_left()
         tracker.finish(CLIENT_DISCONNECT)
